@@ -1,0 +1,50 @@
+# tiered — every target uses the virtualenv at .venv (created when absent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# llama.cpp: portable CPU flags (the native build takes an AMX path that crashes here; see docs/slm.md).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv controlplane dev-up dev-down crds lint test test-unit test-integration clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,slm]'
+	@touch $(STAMP)
+
+## Build (once, cached under ~/.cache/tiered) the control-plane binaries from hack/*/go.mod.
+controlplane: venv
+	$(PY) -m tiered_operator.devcluster.build
+
+dev-up: controlplane
+	$(VENV)/bin/tiered dev up
+
+dev-down: venv
+	$(VENV)/bin/tiered dev down
+
+## Regenerate crds/*.yaml and docs/api.md from the pydantic models.
+crds: venv
+	$(PY) -m tiered_operator.api.crdgen
+
+lint: venv
+	$(VENV)/bin/ruff check operator router_image slm_image tests bench
+	$(VENV)/bin/mypy
+
+## README command 2: lint, then every test (unit, integration on the real control plane, e2e).
+test: lint controlplane
+	$(VENV)/bin/pytest
+
+test-unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+test-integration: controlplane
+	$(VENV)/bin/pytest tests/integration
+
+clean: dev-down
+	rm -rf .dev

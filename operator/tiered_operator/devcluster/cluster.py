@@ -1,0 +1,465 @@
+"""A real Kubernetes control plane as processes on 127.0.0.1 (envtest-style), plus KWOK for a fake Node.
+
+`up()` is idempotent: it reuses every component that still runs and (re)starts only what is missing, so the same
+call serves `tiered dev up`, the pytest session fixture, and chaos tests that kill a component on purpose.
+Every process we start carries the state directory in its command line; `down()` uses that to stop our processes
+and nothing else, even when the state file was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tiered_operator.devcluster import build
+from tiered_operator.devcluster.pki import Pki, ensure_pki
+
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+FAKE_NODE = "kwok-node-0"
+OPERATOR_NAMESPACE = "tiered-system"
+OPERATOR_SERVICE_ACCOUNT = "tiered-operator"
+TOKEN_SECONDS = 48 * 3600
+
+
+class ComponentFailed(RuntimeError):
+    """A component did not become healthy; carries its name and the tail of its log."""
+
+    def __init__(self, component: str, reason: str, log_tail: str) -> None:
+        super().__init__(f"{component} failed to start: {reason}\n--- last lines of its log ---\n{log_tail}")
+        self.component = component
+        self.log_tail = log_tail
+
+
+@dataclass
+class Cluster:
+    """What a client needs to use a running local control plane."""
+
+    state_dir: Path
+    bin_dir: Path
+    server: str
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        return self.state_dir / "operator.kubeconfig"
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the cluster's own kubectl (same version as the API server) with the admin kubeconfig."""
+        cmd = [str(self.kubectl_path), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
+        result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
+
+
+# --- state -------------------------------------------------------------------------------------------------------
+
+
+def _state_path(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def _load_state(state_dir: Path) -> dict[str, object]:
+    path = _state_path(state_dir)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_state(state_dir: Path, state: dict[str, object]) -> None:
+    tmp = _state_path(state_dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.replace(_state_path(state_dir))
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- processes ---------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_ours(pid: int, state_dir: Path) -> bool:
+    """A pid is ours only if it is alive (not a zombie) and its command line names our state directory."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return str(state_dir) in _cmdline(pid)
+
+
+def _our_processes(state_dir: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and _is_ours(int(entry.name), state_dir):
+            cmd = _cmdline(int(entry.name)).split(" ", 1)[0]
+            if Path(cmd).name in build.COMPONENTS:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _start(name: str, argv: list[str], state_dir: Path) -> int:
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}\n".encode())
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    return proc.pid
+
+
+def _stop_pids(pids: list[int], grace: float = 10.0) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _alive(pid)]
+        if alive:
+            time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+# --- health ------------------------------------------------------------------------------------------------------
+
+
+def _https_context(pki: Pki, client: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    if client:
+        ctx.load_cert_chain(str(pki.client_cert(client)), str(pki.client_key(client)))
+    return ctx
+
+
+def _probe(url: str, context: ssl.SSLContext | None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def _wait(name: str, check: Callable[[], bool], pid: int, state_dir: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not _alive(pid):
+            raise ComponentFailed(name, "process exited", _log_tail(state_dir / "logs" / f"{name}.log"))
+        time.sleep(0.25)
+    raise ComponentFailed(name, f"not healthy after {timeout:.0f}s", _log_tail(state_dir / "logs" / f"{name}.log"))
+
+
+# --- kubeconfigs -------------------------------------------------------------------------------------------------
+
+
+def _kubeconfig(server: str, ca: Path, user: dict[str, str]) -> str:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "tiered-dev", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [{"name": "tiered-dev", "context": {"cluster": "tiered-dev", "user": "user"}}],
+        "current-context": "tiered-dev",
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _write_cert_kubeconfig(path: Path, server: str, pki: Pki, client: str) -> None:
+    user = {"client-certificate": str(pki.client_cert(client)), "client-key": str(pki.client_key(client))}
+    path.write_text(_kubeconfig(server, pki.ca_cert, user))
+    path.chmod(0o600)
+
+
+# --- the components ----------------------------------------------------------------------------------------------
+
+
+def _argv(name: str, bins: Path, state_dir: Path, pki: Pki, ports: dict[str, int]) -> list[str]:
+    kubeconfigs = state_dir / "kubeconfigs"
+    if name == "etcd":
+        client = f"http://127.0.0.1:{ports['etcd']}"
+        peer = f"http://127.0.0.1:{ports['etcd-peer']}"
+        return [
+            str(bins / "etcd"), "--name=tiered-dev", f"--data-dir={state_dir / 'etcd'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=tiered-dev={peer}", "--unsafe-no-fsync=true", "--log-level=warn",
+        ]
+    if name == "kube-apiserver":
+        return [
+            str(bins / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--cert-dir={state_dir / 'pki'}",
+            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--v=1",
+        ]
+    common = [
+        f"--kubeconfig={kubeconfigs / name}",
+        f"--authentication-kubeconfig={kubeconfigs / name}",
+        f"--authorization-kubeconfig={kubeconfigs / name}",
+        "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports[name]}",
+    ]
+    if name == "kube-controller-manager":
+        return [
+            str(bins / name), *common,
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
+            "--use-service-account-credentials=true",
+            "--controllers=*",
+        ]
+    if name == "kube-scheduler":
+        return [str(bins / name), *common]
+    if name == "kwok":
+        return [
+            str(bins / "kwok"), f"--kubeconfig={kubeconfigs / 'kwok'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--manage-nodes-with-label-selector=", "--manage-single-node=",
+            "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+            "--disregard-status-with-label-selector=",
+            "--cidr=10.244.0.1/24", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+        ]
+    raise ValueError(f"unknown component {name!r}")
+
+
+def _health_check(name: str, pki: Pki, ports: dict[str, int]) -> Callable[[], bool]:
+    if name == "etcd":
+        return lambda: _probe(f"http://127.0.0.1:{ports['etcd']}/health", None)
+    if name == "kube-apiserver":
+        ctx = _https_context(pki, "admin")
+        return lambda: _probe(f"https://127.0.0.1:{ports[name]}/readyz", ctx)
+    if name in ("kube-controller-manager", "kube-scheduler"):
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # self-signed serving certs these components make for themselves
+        return lambda: _probe(f"https://127.0.0.1:{ports[name]}/healthz", insecure)
+    if name == "kwok":
+        return lambda: _probe(f"http://127.0.0.1:{ports['kwok']}/healthz", None)
+    raise ValueError(name)
+
+
+def _fake_node_manifest() -> str:
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": FAKE_NODE,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": FAKE_NODE,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+        },
+    }
+    return yaml.safe_dump(node)
+
+
+def _ensure_operator_identity(cluster: Cluster, root: Path) -> None:
+    """Apply the project's RBAC and mint a token for its ServiceAccount into operator.kubeconfig."""
+    rbac = root / "manifests" / "rbac"
+    if not (rbac / "kustomization.yaml").exists():
+        return
+    cluster.kubectl("apply", "--server-side", "--field-manager=tiered-dev", "-k", str(rbac))
+    path = cluster.operator_kubeconfig
+    if path.exists() and time.time() - path.stat().st_mtime < TOKEN_SECONDS / 2:
+        return
+    token = cluster.kubectl(
+        "create", "token", OPERATOR_SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, f"--duration={TOKEN_SECONDS}s"
+    ).stdout.strip()
+    path.write_text(_kubeconfig(cluster.server, cluster.state_dir / "pki" / "ca.crt", {"token": token}))
+    path.chmod(0o600)
+
+
+def _wait_node_ready(cluster: Cluster, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = cluster.kubectl(
+            "get", "node", FAKE_NODE, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False
+        )
+        if result.stdout.strip() == "True":
+            return
+        time.sleep(0.5)
+    raise ComponentFailed("kwok", f"node {FAKE_NODE} not Ready after {timeout:.0f}s",
+                          _log_tail(cluster.state_dir / "logs" / "kwok.log"))
+
+
+def up(state_dir: Path, progress: Callable[[str], None] = print) -> Cluster:
+    """Start (or reuse) the control plane whose files live in `state_dir`; return how to reach it."""
+    state_dir = state_dir.resolve()
+    bins = build.ensure_binaries()
+    root = build.repo_root()
+    with _locked(state_dir):
+        state = _load_state(state_dir)
+        ports = {k: int(v) for k, v in dict(state.get("ports", {})).items()}  # type: ignore[call-overload]
+        for name in (*ORDER, "etcd-peer"):
+            ports.setdefault(name, _free_port())
+        pids = {k: int(v) for k, v in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
+        pki = ensure_pki(state_dir / "pki")
+        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+        cluster = Cluster(state_dir=state_dir, bin_dir=bins, server=server, ports=ports)
+
+        (state_dir / "kubeconfigs").mkdir(parents=True, exist_ok=True)
+        _write_cert_kubeconfig(cluster.kubeconfig, server, pki, "admin")
+        for name, client in (("kube-controller-manager", "controller-manager"), ("kube-scheduler", "scheduler"),
+                             ("kwok", "kwok")):
+            _write_cert_kubeconfig(state_dir / "kubeconfigs" / name, server, pki, client)
+
+        started_any = False
+        for name in ORDER:
+            pid = pids.get(name)
+            check = _health_check(name, pki, ports)
+            if pid and _is_ours(pid, state_dir):
+                if name in ("etcd", "kube-apiserver"):
+                    _wait(name, check, pid, state_dir, timeout=60)
+                continue
+            progress(f"starting {name} on 127.0.0.1:{ports[name]}")
+            pid = _start(name, _argv(name, bins, state_dir, pki, ports), state_dir)
+            pids[name] = pid
+            _save_state(state_dir, {"ports": ports, "pids": pids, "bin_dir": str(bins)})
+            _wait(name, check, pid, state_dir, timeout=90)
+            started_any = True
+        _save_state(state_dir, {"ports": ports, "pids": pids, "bin_dir": str(bins)})
+
+        cluster.kubectl("apply", "--server-side", "--field-manager=tiered-dev", "-f", "-",
+                        input=_fake_node_manifest())
+        _wait_node_ready(cluster)
+        _ensure_operator_identity(cluster, root)
+        if started_any:
+            progress(f"control plane ready at {server}; kubeconfig: {cluster.kubeconfig}")
+        return cluster
+
+
+def down(state_dir: Path) -> list[int]:
+    """Stop every process of this control plane (found by state file and by command line); return their pids."""
+    state_dir = state_dir.resolve()
+    if not state_dir.exists():
+        return []
+    with _locked(state_dir):
+        state = _load_state(state_dir)
+        recorded = [int(p) for p in dict(state.get("pids", {})).values()]  # type: ignore[call-overload]
+        pids = sorted({p for p in recorded if _is_ours(p, state_dir)} | set(_our_processes(state_dir)))
+        # Stop clients before the store: kwok, scheduler, controller-manager, apiserver, etcd.
+        by_name = {Path(_cmdline(p).split(" ", 1)[0]).name: p for p in pids}
+        ordered = [by_name[n] for n in reversed(ORDER) if n in by_name]
+        ordered += [p for p in pids if p not in ordered]
+        for pid in ordered:
+            _stop_pids([pid])
+        state["pids"] = {}
+        _save_state(state_dir, state)
+        return ordered
+
+
+def status(state_dir: Path) -> dict[str, bool]:
+    """Which components of this control plane run now."""
+    state_dir = state_dir.resolve()
+    pids = {k: int(v) for k, v in dict(_load_state(state_dir).get("pids", {})).items()}  # type: ignore[call-overload]
+    return {name: bool(pids.get(name)) and _is_ours(pids[name], state_dir) for name in ORDER}
+
+
+def stop_component(state_dir: Path, name: str, sig: int = signal.SIGKILL) -> None:
+    """Kill one component (chaos tests); a later `up()` restarts it with the same ports and data."""
+    state_dir = state_dir.resolve()
+    pids = {k: int(v) for k, v in dict(_load_state(state_dir).get("pids", {})).items()}  # type: ignore[call-overload]
+    pid = pids.get(name)
+    if pid and _is_ours(pid, state_dir):
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
