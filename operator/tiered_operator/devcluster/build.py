@@ -8,6 +8,7 @@ does.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -184,6 +185,19 @@ def ensure_binaries(progress: Progress = _stderr_progress) -> Path:
     out = bin_dir(root)
     if binaries_present(out):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "build.lock", "w") as lock:
+        # Several shells (or test sessions) may ask at once: one builds, the others wait and reuse.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not binaries_present(out):
+                _build_all(root, out, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return out
+
+
+def _build_all(root: Path, out: Path, progress: Progress) -> None:
     if shutil.which("go") is None:
         raise RuntimeError("the Go toolchain is needed to build the control plane once (apt install golang or .ci/run)")
     staging = out.parent / "bin.partial"
@@ -199,7 +213,6 @@ def ensure_binaries(progress: Progress = _stderr_progress) -> Path:
     (out.parent / "build-seconds").write_text(f"{time.monotonic() - started:.0f}\n")
     if sys.stderr.isatty():
         sys.stderr.write("\n")
-    return out
 
 
 def main() -> None:
