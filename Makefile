@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv controlplane dev-up dev-down crds lint test test-unit test-integration clean
+.PHONY: venv controlplane dev-up dev-down demo demo-down crds lint test test-unit test-integration clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,13 @@ dev-up: controlplane
 
 dev-down: venv
 	$(VENV)/bin/tiered dev down
+
+## README command 1: the whole system on this machine (see docs/demo.md).
+demo: controlplane
+	$(PY) -m tiered_operator.demo up
+
+demo-down: venv
+	$(PY) -m tiered_operator.demo down
 
 ## Regenerate crds/*.yaml and docs/api.md from the pydantic models.
 crds: venv
