@@ -1,0 +1,294 @@
+"""RoutingPolicy (tiered.dev/v1alpha1): how one router chooses a tier per request.
+
+This module is the only place the RoutingPolicy schema is written; crds/routingpolicies.yaml is generated from it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field
+
+from tiered_operator.api.common import (
+    ApiModel,
+    CelRule,
+    Condition,
+    DNSLabel,
+    ObjectMeta,
+    ResourceRequirements,
+    USDAmount,
+    matching,
+    require_unique,
+)
+
+PIIEntity = Literal["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "SSN", "IP_ADDRESS", "API_KEY"]
+PII_ENTITIES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "SSN", "IP_ADDRESS", "API_KEY")
+PIIAction = Literal["keepLocal", "redact", "reject"]
+FallbackTrigger = Literal["5xx", "timeout", "connect"]
+WhenExhausted = Literal["localOnly", "reject"]
+RouterMode = Literal["sidecar", "gateway"]
+EncoderType = Literal["builtin", "onnx", "sentence-transformers"]
+
+ROUTING_POLICY_CONDITION_TYPES: tuple[str, ...] = ("Ready", "TiersResolved", "ResidencyCompliant", "BudgetOK")
+
+THRESHOLD_PATTERN = "^(0([.][0-9]{1,3})?|1([.]0{1,3})?)$"
+Threshold = Annotated[
+    str,
+    matching(
+        THRESHOLD_PATTERN,
+        'threshold must be a decimal string between "0" and "1" with at most 3 decimals, e.g. "0.65"',
+        max_length=5,
+    ),
+]
+"""Similarity thresholds are decimal strings (API conventions avoid floats in spec)."""
+
+ENCODER_PATH_PATTERN = "^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^ ]*|/[^ ]*)$"
+EncoderPath = Annotated[
+    str,
+    matching(
+        ENCODER_PATH_PATTERN,
+        "encoder path must be pvc://<claim>/<dir> or an absolute path inside the router image",
+        max_length=1024,
+    ),
+]
+Keyword = Annotated[str, Field(min_length=1, max_length=256)]
+Utterance = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class Route(ApiModel):
+    """A named intent: requests similar to its examples (or containing a keyword) go to its tier."""
+
+    name: DNSLabel = Field(description="Route name, unique in the policy; reported in the x-tiered-route header.")
+    tier: DNSLabel = Field(description="InferenceTier (listed in spec.tiers) that serves this route.")
+    examples: list[Utterance] = Field(
+        default_factory=list,
+        max_length=500,
+        description="Example utterances; a request is matched to the route with the most similar example.",
+    )
+    keywords: list[Keyword] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Case-insensitive keywords that select this route without the classifier.",
+    )
+    threshold: Threshold | None = Field(
+        default=None,
+        description='Minimum similarity (decimal string "0".."1") to take this route; defaults to '
+        "classifier.threshold. Below it the request goes to defaultTier.",
+    )
+    max_input_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Requests with more input tokens than this never take this route (e.g. long prompts skip a "
+        "small-context SLM).",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="(has(self.examples) && size(self.examples) > 0) || (has(self.keywords) && size(self.keywords) > 0)",
+            message="a route needs at least one example or keyword",
+            check=lambda r: bool(r.examples) or bool(r.keywords),
+            field_path=".examples",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class Encoder(ApiModel):
+    """The sentence encoder that embeds requests and route examples."""
+
+    type: EncoderType = Field(
+        default="builtin",
+        description="builtin: the router's offline default encoder; onnx or sentence-transformers: a model "
+        "loaded from path.",
+    )
+    path: EncoderPath | None = Field(
+        default=None,
+        description="Model directory: pvc://<claim>/<dir> (mounted read-only) or an absolute path in the router "
+        "image. Required unless type is builtin.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="self.type == 'builtin' ? !has(self.path) : has(self.path)",
+            message="encoder path is required for onnx and sentence-transformers, and not allowed for builtin",
+            check=lambda e: (e.path is None) == (e.type == "builtin"),
+            field_path=".path",
+        ),
+    )
+
+
+class Classifier(ApiModel):
+    """How requests are matched to routes."""
+
+    encoder: Encoder = Field(default_factory=Encoder, description="The embedding model.")
+    threshold: Threshold = Field(
+        default="0.5", description='Default similarity threshold for routes without their own, e.g. "0.5".'
+    )
+
+
+class PII(ApiModel):
+    """Which personal data the router looks for and what it does when it finds some."""
+
+    entities: Annotated[list[PIIEntity], AfterValidator(require_unique)] = Field(
+        default=["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "SSN", "IP_ADDRESS", "API_KEY"],
+        max_length=16,
+        description="Entity types to detect: EMAIL, PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS, API_KEY.",
+        json_schema_extra={"uniqueItems": True},
+    )
+    action: PIIAction = Field(
+        default="keepLocal",
+        description="keepLocal: serve the request on a local tier only; redact: mask the entities, then route "
+        "normally; reject: answer 400.",
+    )
+
+
+class Residency(ApiModel):
+    """Data-residency rules applied before classification (the namespace residency label applies too)."""
+
+    pii: PII = Field(default_factory=PII, description="PII detection and the action taken on a hit.")
+
+
+class Fallback(ApiModel):
+    """Retry along the tier order when a tier fails; never onto a tier the request may not reach."""
+
+    timeout_ms: int = Field(
+        default=30000, ge=100, le=600000, description="Per-attempt timeout in milliseconds before falling back."
+    )
+    retries: int = Field(default=1, ge=0, le=5, description="How many further tiers to try after the first.")
+    triggers: Annotated[list[FallbackTrigger], AfterValidator(require_unique)] = Field(
+        default=["5xx", "timeout", "connect"],
+        max_length=3,
+        description="Failures that trigger a fallback: 5xx (upstream server error), timeout, connect (connection "
+        "refused/reset). Named triggers, not on, because YAML 1.1 reads a bare on: key as true.",
+        json_schema_extra={"uniqueItems": True},
+    )
+
+
+class Budget(ApiModel):
+    """A monthly cloud spend cap for this policy."""
+
+    monthly_usd: USDAmount = Field(
+        alias="monthlyUSD", description='Monthly cloud spend cap in USD as a decimal string, e.g. "500".'
+    )
+    when_exhausted: WhenExhausted = Field(
+        default="localOnly",
+        description="localOnly: serve everything on local tiers once the cap is reached; reject: answer 429.",
+    )
+
+    @property
+    def monthly(self) -> Decimal:
+        """The cap as a Decimal."""
+        return Decimal(self.monthly_usd)
+
+
+class Router(ApiModel):
+    """How the router runs."""
+
+    mode: RouterMode = Field(
+        default="sidecar",
+        description="sidecar: a router container in each local tier pod; gateway: a separate router Deployment.",
+    )
+    replicas: int = Field(default=2, ge=1, le=100, description="Router replicas in gateway mode.")
+    resources: ResourceRequirements | None = Field(default=None, description="Router container resources.")
+
+
+class RoutingPolicySpec(ApiModel):
+    """Desired routing behaviour: which tiers, which routes, and the residency, fallback and budget rules."""
+
+    tiers: Annotated[list[DNSLabel], AfterValidator(require_unique)] = Field(
+        min_length=1,
+        max_length=16,
+        description="InferenceTiers in this namespace the policy may use, in fallback order (no duplicates).",
+        json_schema_extra={"uniqueItems": True},
+    )
+    default_tier: DNSLabel = Field(description="Tier for requests no route matches; must be listed in tiers.")
+    routes: list[Route] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Named routes; each route's tier must be listed in tiers.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    classifier: Classifier | None = Field(default=None, description="Request classifier; builtin encoder if absent.")
+    residency: Residency | None = Field(default=None, description="PII handling; defaults apply if absent.")
+    fallback: Fallback | None = Field(default=None, description="Fallback behaviour; defaults apply if absent.")
+    budget: Budget | None = Field(default=None, description="Monthly cloud spend cap; unlimited if absent.")
+    router: Router | None = Field(default=None, description="Router deployment mode; sidecar if absent.")
+
+    cel_rules = (
+        CelRule(
+            rule="self.defaultTier in self.tiers",
+            message="defaultTier must be one of the names listed in tiers",
+            check=lambda s: s.default_tier in s.tiers,
+            field_path=".defaultTier",
+        ),
+        CelRule(
+            rule="!has(self.routes) || self.routes.all(r, r.tier in self.tiers)",
+            message="every route's tier must be one of the names listed in tiers",
+            check=lambda s: all(r.tier in s.tiers for r in s.routes),
+            field_path=".routes",
+        ),
+        CelRule(
+            rule="!has(self.routes) || self.routes.all(r, self.routes.exists_one(o, o.name == r.name))",
+            message="route names must be unique",
+            check=lambda s: len({r.name for r in s.routes}) == len(s.routes),
+            field_path=".routes",
+        ),
+    )
+
+
+class RoutingPolicyStatus(ApiModel):
+    """Observed state of a RoutingPolicy; decimals are strings (no floats in the API)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation this status describes."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=32,
+        description="Ready, TiersResolved, ResidencyCompliant and BudgetOK, per Kubernetes API conventions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    config_hash: str | None = Field(
+        default=None, max_length=128, description="Hash of the router config rendered from this policy."
+    )
+    local_share: str | None = Field(
+        default=None,
+        max_length=16,
+        description='Fraction of requests served locally this month, as a decimal string, e.g. "0.73".',
+    )
+    month_to_date_usd: str | None = Field(
+        default=None, alias="monthToDateUSD", max_length=32, description="Cloud spend this month in USD."
+    )
+    avoided_usd: str | None = Field(
+        default=None,
+        alias="avoidedUSD",
+        max_length=32,
+        description="What this month's traffic would have cost on the default cloud tier, minus what it cost.",
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, if present."""
+        return next((c for c in self.conditions or [] if c.type == type_), None)
+
+
+class RoutingPolicy(ApiModel):
+    """How one router decides, per request, which InferenceTier serves it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["tiered.dev/v1alpha1"] = Field(
+        default="tiered.dev/v1alpha1", description="tiered.dev/v1alpha1"
+    )
+    kind: Literal["RoutingPolicy"] = Field(default="RoutingPolicy", description="RoutingPolicy")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: RoutingPolicySpec = Field(description="Desired state.")
+    status: RoutingPolicyStatus | None = Field(default=None, description="Observed state (written by the operator).")
+
+    @classmethod
+    def from_k8s(cls, body: Any) -> RoutingPolicy:
+        """Parse an object as returned by the API server or kopf (a Mapping)."""
+        return cls.model_validate(dict(body))
