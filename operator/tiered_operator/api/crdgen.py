@@ -178,6 +178,11 @@ def render_yaml(obj: Any) -> str:
 def render_all() -> dict[str, str]:
     """Every generated file, keyed by its path relative to the repository root."""
     files = {f"crds/{KINDS[k].file_name}": render_yaml(build_crd(k)) for k in KINDS}
+    # crds/ is its own kustomization so manifests/ (and Argo CD) can include it as `../crds`.
+    files["crds/kustomization.yaml"] = render_yaml(
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+         "resources": sorted(KINDS[k].file_name for k in KINDS)}
+    )
     files["docs/api.md"] = render_api_reference({k: build_crd(k) for k in KINDS})
     return files
 

@@ -1,0 +1,142 @@
+"""Every Dockerfile in the repository: COPY sources exist, the entrypoint exists, non-root, pinned bases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from dockerfile_rules import (
+    Project,
+    all_problems,
+    build_context,
+    entrypoint_problems,
+    final_user_problems,
+    missing_copy_sources,
+    parse,
+    unpinned_bases,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+EXPECTED_DOCKERFILES = ("operator/Dockerfile", "router_image/Dockerfile", "slm_image/Dockerfile")
+_SKIP_DIRS = {".venv", ".dev", ".git", "node_modules", "build", "dist"}
+
+
+def _repo_dockerfiles() -> list[Path]:
+    """Every Dockerfile (Dockerfile, Dockerfile.*, *.Dockerfile) outside virtualenvs and build outputs."""
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(REPO):
+        subdirs[:] = [d for d in subdirs if d not in _SKIP_DIRS and not d.startswith(".")]
+        found.extend(Path(directory) / name for name in files if "Dockerfile" in name)
+    return sorted(found)
+
+
+DOCKERFILES = _repo_dockerfiles()
+
+
+def test_each_image_has_a_dockerfile() -> None:
+    relative = {str(p.relative_to(REPO)) for p in DOCKERFILES}
+    assert set(EXPECTED_DOCKERFILES) <= relative, f"missing: {set(EXPECTED_DOCKERFILES) - relative}"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfile_builds_from_the_repository_and_runs_as_non_root(dockerfile: Path) -> None:
+    assert all_problems(dockerfile, Project.load(REPO)) == []
+
+
+def test_build_context_comes_from_the_documented_command(tmp_path: Path) -> None:
+    (tmp_path / "router_image").mkdir()
+    in_subdir = tmp_path / "router_image" / "Dockerfile"
+    in_subdir.write_text("# Build:  docker build -t tiered-router router_image/\nFROM python:3.11.11-slim\n")
+    assert build_context(in_subdir, tmp_path) == (tmp_path / "router_image").resolve()
+    at_root = tmp_path / "op.Dockerfile"
+    at_root.write_text("FROM python:3.11.11-slim\n")
+    assert build_context(at_root, tmp_path) == tmp_path
+
+
+def test_a_documented_command_that_builds_another_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "router_image").mkdir()
+    dockerfile = tmp_path / "router_image" / "Dockerfile"
+    dockerfile.write_text("# docker build -t x .\nFROM python:3.11.11-slim\nUSER 1\n")
+    problems = all_problems(dockerfile, Project(root=tmp_path, console_scripts={}))
+    assert any("does not build" in p for p in problems)
+
+
+# --- each rule fires on a bad Dockerfile ----------------------------------------------------------------------
+
+
+def _project(tmp_path: Path) -> Project:
+    package = tmp_path / "operator" / "tiered_operator"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("def main() -> None:\n    pass\n")
+    (package / "cli.py").write_text("")
+    return Project(
+        root=tmp_path,
+        console_scripts={"tiered-operator": "tiered_operator.__main__:main", "tiered": "tiered_operator.cli:main"},
+    )
+
+
+GOOD = """
+ARG PY=3.11.11
+FROM python:${PY}-slim-bookworm AS build
+COPY operator/ /src/operator/
+FROM python:3.11.11-slim-bookworm
+COPY --from=build /opt/venv /opt/venv
+USER 65532:65532
+ENTRYPOINT ["tiered-operator"]
+"""
+
+
+def test_a_good_dockerfile_passes(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(GOOD)
+    assert all_problems(dockerfile, project) == []
+
+
+@pytest.mark.parametrize(
+    ("base", "fragment"),
+    [("python", "no tag"), ("python:latest", ":latest"), ("ghcr.io/org/img:$TAG", "ARG without a default")],
+)
+def test_unpinned_base_images_are_reported(base: str, fragment: str) -> None:
+    problems = unpinned_bases(parse(f"FROM {base}\nUSER 1000\n"))
+    assert len(problems) == 1 and fragment in problems[0]
+
+
+def test_digest_pinned_and_stage_references_are_accepted() -> None:
+    text = f"FROM python@sha256:{'a' * 64} AS base\nFROM base\nUSER 1\n"
+    assert unpinned_bases(parse(text)) == []
+
+
+def test_a_copy_source_missing_from_the_repository_is_reported(tmp_path: Path) -> None:
+    stages = parse("FROM python:3.11.11-slim\nCOPY operator/ does-not-exist.txt /app/\nUSER 1\n")
+    _project(tmp_path)
+    problems = missing_copy_sources(stages, tmp_path)
+    assert len(problems) == 1 and "does-not-exist.txt" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("user_lines", "fragment"),
+    [("", "no USER"), ("USER root\n", "numeric UID"), ("USER 0:0\n", "root"), ("USER app\n", "numeric UID")],
+)
+def test_root_or_unverifiable_users_are_reported(user_lines: str, fragment: str) -> None:
+    text = f"FROM python:3.11.11-slim\nUSER 1000\nFROM python:3.11.11-slim\n{user_lines}"
+    problems = final_user_problems(parse(text))
+    assert len(problems) == 1 and fragment in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "fragment"),
+    [
+        ('ENTRYPOINT ["tiered-routr"]', "neither a console script"),
+        ('CMD ["python", "-m", "tiered_operator.missing"]', "no such module"),
+        ("ENTRYPOINT tiered", "defines no main"),
+        ("", "neither ENTRYPOINT nor CMD"),
+    ],
+)
+def test_entrypoints_that_name_nothing_in_the_repository_are_reported(
+    tmp_path: Path, entrypoint: str, fragment: str
+) -> None:
+    problems = entrypoint_problems(parse(f"FROM python:3.11.11-slim\nUSER 1\n{entrypoint}\n"), _project(tmp_path))
+    assert len(problems) == 1 and fragment in problems[0]
