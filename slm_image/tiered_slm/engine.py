@@ -1,0 +1,258 @@
+"""Generation on one llama.cpp model instance: blocking, so it runs on the instance's own worker thread.
+
+The HTTP layer never calls llama.cpp itself. It hands a :class:`GenerationJob` to :meth:`Engine.run` on the
+worker thread and reads :class:`TextDelta` / :class:`Finished` events back through a :class:`TokenChannel`.
+llama.cpp releases the GIL while it computes, so the event loop keeps serving health checks, metrics and
+queue rejections during a long generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tiered_slm.speculative import CountingProposer
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings of one request. ``temperature == 0`` means greedy (deterministic)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+
+@dataclass
+class GenerationJob:
+    """One request's work. ``cancel`` is set by the HTTP layer when the client goes away."""
+
+    prompt_tokens: list[int]
+    params: SamplingParams
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Newly generated text (whole UTF-8 characters, stop strings already removed)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """End of a generation, with the counts and timings the metrics and the usage block need."""
+
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float
+    first_token_at: float | None
+    finished_at: float
+    error: str | None = None
+    token_ids: tuple[int, ...] = ()
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        """Tokens after the first divided by the time after the first (prefill excluded)."""
+        if self.first_token_at is None or self.completion_tokens < 2:
+            return None
+        elapsed = self.finished_at - self.first_token_at
+        return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
+
+
+StreamEvent = TextDelta | Finished
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text without ever emitting part of one.
+
+    Text that could be the start of a stop string is held back until the next piece decides it.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stop for stop in stops if stop)
+        self.hold = max((len(stop) for stop in self.stops), default=1) - 1
+        self.buffer = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add ``text``; return (text safe to emit, whether a stop string was reached)."""
+        if not self.stops:
+            return text, False
+        self.buffer += text
+        positions = [index for index in (self.buffer.find(stop) for stop in self.stops) if index >= 0]
+        if positions:
+            out = self.buffer[: min(positions)]
+            self.buffer = ""
+            return out, True
+        cut = max(0, len(self.buffer) - self.hold)
+        out, self.buffer = self.buffer[:cut], self.buffer[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.buffer = self.buffer, ""
+        return out
+
+
+class TokenChannel:
+    """Worker thread -> event loop hand-off that wakes the loop at most once per batch of events.
+
+    A plain ``call_soon_threadsafe`` per token costs a loop wake-up per token; here, when the HTTP side lags,
+    tokens accumulate and are written together, so the server keeps up with the model instead of the reverse.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: deque[StreamEvent] = deque()
+        self._lock = threading.Lock()
+        self._wakeup = asyncio.Event()
+        self._wake_pending = False
+
+    def put(self, event: StreamEvent) -> None:
+        """Called from the worker thread."""
+        with self._lock:
+            self._events.append(event)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def get_batch(self) -> list[StreamEvent]:
+        """Wait for at least one event and return all that are queued."""
+        while True:
+            await self._wakeup.wait()
+            with self._lock:
+                self._wakeup.clear()
+                self._wake_pending = False
+                batch = list(self._events)
+                self._events.clear()
+            if batch:
+                return batch
+
+
+class Engine:
+    """A loaded model plus the generation loop. Not thread-safe: one worker thread per Engine."""
+
+    def __init__(self, llm: Llama, model_id: str, proposer: CountingProposer | None = None) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llm = llm
+        self.model_id = model_id
+        self.proposer = proposer
+        self.n_ctx = llm.n_ctx()
+        self._vocab = llm._model.vocab
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        eos_id, bos_id = llm.token_eos(), llm.token_bos()
+        template = str(llm.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE)
+        self.chat_formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+        )
+        self.add_bos = bool(llm._model.add_bos_token()) and bos_id != -1
+        self.bos_token: int | None = bos_id if bos_id != -1 else None
+        self.n_vocab = llm.n_vocab()
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        """Tokens of a raw completion prompt (special tokens written in the text are honoured)."""
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=self.add_bos, special=True)
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> tuple[list[int], tuple[str, ...]]:
+        """Apply the model's chat template; return the prompt tokens and the template's stop strings."""
+        rendered = self.chat_formatter(messages=messages)  # type: ignore[arg-type]
+        # The template writes BOS itself when the model wants one, so never add another.
+        tokens = self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
+        stops = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
+        return tokens, tuple(stop for stop in stops if stop)
+
+    def _is_end_of_generation(self, token: int) -> bool:
+        return bool(self._is_eog(self._vocab, token))
+
+    def run(self, job: GenerationJob, emit: Callable[[StreamEvent], None]) -> Finished:
+        """Generate for ``job`` (blocking), emitting text as it is produced and a Finished event at the end."""
+        params = job.params
+        started = time.perf_counter()
+        self.llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stopper = StopMatcher(params.stop)
+        generated: list[int] = []
+        first_token_at: float | None = None
+        finish_reason = "length"
+        error: str | None = None
+        generator = self.llm.generate(
+            job.prompt_tokens,
+            temp=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=params.min_p,
+            repeat_penalty=params.repeat_penalty,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            reset=True,
+        )
+        try:
+            if params.max_tokens > 0:
+                for token in generator:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    if not params.ignore_eos and self._is_end_of_generation(token):
+                        finish_reason = "stop"
+                        break
+                    generated.append(token)
+                    text, stopped = stopper.feed(decoder.decode(self.llm.detokenize([token])))
+                    if text:
+                        emit(TextDelta(text))
+                    if stopped:
+                        finish_reason = "stop"
+                        break
+                    if len(generated) >= params.max_tokens:
+                        break
+                    if job.cancel.is_set():
+                        finish_reason = "cancelled"
+                        break
+        except Exception as failure:  # llama.cpp decode errors surface as RuntimeError/ValueError
+            finish_reason, error = "error", f"{type(failure).__name__}: {failure}"
+        finally:
+            generator.close()
+            if self.proposer is not None:
+                self.proposer.finish(job.prompt_tokens + generated)
+        # After a stop string the matcher's buffer is already empty; otherwise release held-back text.
+        tail = stopper.flush() + decoder.decode(b"", final=True)
+        if tail and error is None:
+            emit(TextDelta(tail))
+        result = Finished(
+            finish_reason=finish_reason,
+            prompt_tokens=len(job.prompt_tokens),
+            completion_tokens=len(generated),
+            started_at=started,
+            first_token_at=first_token_at,
+            finished_at=time.perf_counter(),
+            error=error,
+            token_ids=tuple(generated),
+        )
+        emit(result)
+        return result

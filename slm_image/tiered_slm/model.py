@@ -1,0 +1,176 @@
+"""From a source string to a warmed-up :class:`Engine`: fetch, verify, quantize, load, report.
+
+Each step raises its own exception type so the CLI can map it to a distinct exit code and a one-line reason
+(what Kubernetes shows as the container's termination message).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tiered_slm.engine import Engine, GenerationJob, SamplingParams
+from tiered_slm.gguf_header import read_file_type
+from tiered_slm.integrity import file_sha256, verify_sha256
+from tiered_slm.quant import quant_name
+from tiered_slm.quantize import QuantizeResult, quantize_on_load
+from tiered_slm.source import DEFAULT_PVC_ROOT, parse_source, resolve_source
+from tiered_slm.speculative import SpeculativeConfig, build_proposer
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """llama.cpp could not load the file (corrupt, unsupported architecture, out of memory)."""
+
+
+def default_threads() -> int:
+    """CPUs this process may use (cgroup-pinned CPUs count, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Everything that decides which model is served and how it is loaded."""
+
+    source: str
+    sha256: str | None = None
+    quantize: str | None = None
+    n_ctx: int = 4096
+    threads: int = field(default_factory=default_threads)
+    batch: int = 512
+    cache_dir: Path = Path("/var/cache/tiered-slm")
+    pvc_root: Path = DEFAULT_PVC_ROOT
+    model_id: str | None = None
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What was loaded: logged as one JSON line at start and served in /v1/models."""
+
+    model_id: str
+    source: str
+    path: str
+    sha256: str | None
+    quantization: str
+    size_bytes: int
+    load_seconds: float
+    n_ctx: int
+    n_vocab: int
+    threads: int
+    speculative: str
+    quantized_from: str | None = None
+    quantize_cache_hit: bool | None = None
+    quantize_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    path: Path
+    sha256: str | None
+    quantized: QuantizeResult | None
+
+
+def prepare_model_file(options: ModelOptions) -> PreparedFile:
+    """Resolve the source, verify its digest, and quantize on load when asked (all blocking)."""
+    source = parse_source(options.source)
+    path = resolve_source(source, pvc_root=options.pvc_root, cache_dir=options.cache_dir)
+    digest: str | None = None
+    if options.sha256:
+        digest = verify_sha256(path, options.sha256)
+        log.info("model sha256 verified: %s", digest)
+    elif source.kind in ("http", "hf"):
+        log.warning("model %s was fetched without an expected sha256; set one to pin the weights", source)
+    quantized: QuantizeResult | None = None
+    if options.quantize:
+        quantized = quantize_on_load(path, digest or file_sha256(path), options.quantize, options.cache_dir,
+                                     threads=options.threads)
+        path = quantized.path
+    return PreparedFile(path, digest, quantized)
+
+
+def load_llama(path: Path, *, n_ctx: int, threads: int, batch: int = 512, logits_all: bool = False) -> Llama:
+    """Construct a llama_cpp.Llama with the server's settings (quiet, mmap, CPU only).
+
+    Speculative decoding needs ``logits_all=True`` passed explicitly: llama-cpp-python sizes its logits buffer
+    from this argument, not from the presence of a draft model, and overflows it past ``n_batch`` tokens.
+    """
+    from llama_cpp import Llama
+
+    try:
+        return Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=min(batch, n_ctx),
+            n_ubatch=min(batch, n_ctx),
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=0,
+            logits_all=logits_all,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"llama.cpp could not load {path}: {error}") from error
+
+
+def warm_up(engine: Engine) -> float:
+    """Run one short generation so the first real request does not pay for lazy initialisation.
+
+    Readiness waits for this: a pod that loaded its weights but never ran a forward pass can still fail on
+    the first request (bad shapes, missing kernels), and that should keep it out of the Service.
+    """
+    started = time.perf_counter()
+    tokens = engine.tokenize_prompt("Hello")
+    engine.run(GenerationJob(tokens, SamplingParams(max_tokens=2, temperature=0.0)), lambda _event: None)
+    return time.perf_counter() - started
+
+
+def load_engine(options: ModelOptions) -> tuple[Engine, ModelReport]:
+    """Prepare the file, load it (with its speculative proposer) and return the engine and its report."""
+    prepared = prepare_model_file(options)
+    started = time.perf_counter()
+    spec = options.speculative
+
+    def load_draft(path: Path, n_ctx: int) -> Llama:
+        return load_llama(path, n_ctx=n_ctx + spec.num_tokens + 1, threads=options.threads, batch=options.batch)
+
+    llm = load_llama(prepared.path, n_ctx=options.n_ctx, threads=options.threads, batch=options.batch,
+                     logits_all=spec.mode != "off")
+    # The proposer is attached after loading because a draft model is checked against the target's vocabulary.
+    proposer = build_proposer(spec, n_ctx=llm.n_ctx(), n_vocab=llm.n_vocab(), load_draft=load_draft)
+    llm.draft_model = proposer
+    load_seconds = time.perf_counter() - started
+    model_id = options.model_id or prepared.path.name.removesuffix(".gguf")
+    engine = Engine(llm, model_id=model_id, proposer=proposer)
+    quantized = prepared.quantized
+    report = ModelReport(
+        model_id=model_id,
+        source=options.source,
+        path=str(prepared.path),
+        sha256=prepared.sha256,
+        quantization=quant_name(read_file_type(prepared.path)),
+        size_bytes=prepared.path.stat().st_size,
+        load_seconds=round(load_seconds, 4),
+        n_ctx=engine.n_ctx,
+        n_vocab=llm.n_vocab(),
+        threads=options.threads,
+        speculative=spec.mode,
+        quantized_from=quantized.source_type if quantized else None,
+        quantize_cache_hit=quantized.cache_hit if quantized else None,
+        quantize_seconds=round(quantized.seconds, 4) if quantized else None,
+    )
+    return engine, report

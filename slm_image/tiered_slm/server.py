@@ -1,0 +1,339 @@
+"""The HTTP face of the SLM: OpenAI endpoints, probes and metrics on aiohttp.
+
+The handlers are thin: validate (openai_api), admit (admission), hand the job to the model's worker thread
+(engine), and relay events. The process serves /healthz from the first second so a long model fetch or load
+does not look like a hung container; /readyz turns 200 only after load and warm-up, and back to 503 on drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tiered_slm.admission import Admission, Draining, QueueFull
+from tiered_slm.engine import Engine, Finished, GenerationJob, TextDelta, TokenChannel
+from tiered_slm.metrics import SlmMetrics
+from tiered_slm.model import ModelReport
+from tiered_slm.openai_api import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    ResponseIds,
+    chat_body,
+    chat_chunk,
+    completion_body,
+    completion_budget,
+    completion_chunk,
+    parse_request,
+    public_finish_reason,
+    sampling_params,
+    sse,
+    usage_chunk,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
+
+
+INLINE_TOKENIZE_CHARS = 8192
+
+
+async def off_loop_if_long(function: Callable[[_Arg], _Result], argument: _Arg, size: int | None = None) -> _Result:
+    """Run tokenization inline for ordinary prompts, on a thread for long ones.
+
+    A thread hop costs a few hundred microseconds of time to first token; tokenizing 8 KB takes well under a
+    millisecond, so only longer prompts are worth moving off the event loop.
+    """
+    length = size if size is not None else len(argument) if isinstance(argument, str) else 0
+    if length <= INLINE_TOKENIZE_CHARS:
+        return function(argument)
+    return await asyncio.to_thread(function, argument)
+
+
+class SlmServer:
+    """State shared by the handlers: the engine (once loaded), admission, metrics, drain flag."""
+
+    def __init__(self, *, queue_size: int = 16, metrics: SlmMetrics | None = None) -> None:
+        self.metrics = metrics or SlmMetrics()
+        self.admission = Admission(capacity=queue_size, workers=1)
+        self.engine: Engine | None = None
+        self.report: ModelReport | None = None
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-worker")
+        self.metrics.queue_depth.set_function(lambda: self.admission.waiting)
+        self.metrics.in_flight.set_function(lambda: self.admission.running)
+        self.metrics.ready.set_function(lambda: 1.0 if self.is_ready() else 0.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def attach(self, engine: Engine, report: ModelReport) -> None:
+        """Start serving ``engine`` (already warmed up)."""
+        self.engine, self.report = engine, report
+        self.metrics.model_info.labels(model=report.model_id, quantization=report.quantization,
+                                       speculative=report.speculative).set(1)
+        self.metrics.model_size.set(report.size_bytes)
+        self.metrics.model_load.set(report.load_seconds)
+        if engine.proposer is not None:
+            self.metrics.watch_speculation(engine.proposer, report.speculative)
+
+    def is_ready(self) -> bool:
+        return self.engine is not None and not self.admission.draining
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new work and wait for admitted requests; False when they outlived ``timeout_s``."""
+        self.admission.start_draining()
+        snapshot = self.admission.snapshot()
+        log.info("draining: %d running, %d waiting; new requests get 503", snapshot.running, snapshot.waiting)
+        finished = await self.admission.wait_idle(timeout_s)
+        if not finished:
+            log.warning("drain timeout after %.1fs with requests still running", timeout_s)
+        return finished
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=False, cancel_futures=True)
+
+    # -- application -------------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors_and_counts], client_max_size=8 << 20)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_endpoint)
+        return app
+
+    @web.middleware
+    async def _errors_and_counts(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        endpoint = resource.canonical if resource is not None else "other"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except ApiError as error:
+            status = error.status
+            return web.json_response(error.body(), status=error.status, headers=error.headers)
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        finally:
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    # -- probes and metadata -----------------------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        if self.is_ready():
+            return web.json_response({"status": "ready"})
+        state = "draining" if self.admission.draining else "loading"
+        return web.json_response({"status": state}, status=503)
+
+    async def models(self, _request: web.Request) -> web.Response:
+        data = []
+        if self.report is not None:
+            data.append({"id": self.report.model_id, "object": "model", "created": 0, "owned_by": "tiered",
+                         "tiered": self.report.as_dict()})
+        return web.json_response({"object": "list", "data": data})
+
+    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- generation --------------------------------------------------------------------------------------
+    def _ready_engine(self) -> Engine:
+        if self.admission.draining:
+            self.metrics.rejections.labels(reason="draining").inc()
+            raise ApiError(503, "server is draining (shutting down); retry on another replica",
+                           error_type="server_error", code="draining", headers={"Retry-After": "1"})
+        if self.engine is None:
+            self.metrics.rejections.labels(reason="loading").inc()
+            raise ApiError(503, "model is still loading", error_type="server_error", code="model_not_ready",
+                           headers={"Retry-After": "5"})
+        return self.engine
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        arrival = time.perf_counter()
+        engine = self._ready_engine()
+        body = parse_request(CompletionRequest, await request.read())
+        if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], int):
+            tokens = [int(token) for token in body.prompt]
+            if not all(0 <= token < engine.n_vocab for token in tokens):
+                # llama.cpp aborts the process on an out-of-range token id; refuse it here.
+                raise ApiError(400, f"token ids must be in [0, {engine.n_vocab})", param="prompt")
+        elif isinstance(body.prompt, list):
+            if len(body.prompt) != 1:
+                raise ApiError(400, "only one prompt per request is supported", param="prompt")
+            tokens = await off_loop_if_long(engine.tokenize_prompt, str(body.prompt[0]))
+        else:
+            tokens = await off_loop_if_long(engine.tokenize_prompt, body.prompt)
+        if not tokens:
+            if engine.bos_token is None:
+                raise ApiError(400, "prompt is empty", param="prompt")
+            tokens = [engine.bos_token]  # as llama-cpp-python does: generate from the start of a sequence
+        budget = self._budget(len(tokens), body.max_tokens, engine.n_ctx)
+        job = GenerationJob(tokens, sampling_params(body, budget))
+        return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=False)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        arrival = time.perf_counter()
+        engine = self._ready_engine()
+        body = parse_request(ChatRequest, await request.read())
+        try:
+            messages = body.template_messages()
+            size = sum(len(message["content"]) for message in messages)
+            tokens, template_stops = await off_loop_if_long(engine.render_chat, messages, size=size)
+        except ApiError:
+            raise
+        except Exception as error:  # jinja raises for templates that reject the conversation
+            raise ApiError(400, f"chat template rejected the messages: {error}", param="messages") from None
+        budget = self._budget(len(tokens), body.requested_max_tokens(), engine.n_ctx)
+        job = GenerationJob(tokens, sampling_params(body, budget, template_stops))
+        return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=True)
+
+    def _budget(self, prompt_tokens: int, requested: int | None, n_ctx: int) -> int:
+        try:
+            return completion_budget(prompt_tokens, requested, n_ctx)
+        except ApiError:
+            self.metrics.rejections.labels(reason="context_length").inc()
+            raise
+
+    async def _respond(self, request: web.Request, engine: Engine, job: GenerationJob, stream: bool,
+                       include_usage: bool, arrival: float, *, chat: bool) -> web.StreamResponse:
+        try:
+            async with self.admission.slot():
+                return await self._run(request, engine, job, stream, include_usage, arrival, chat)
+        except QueueFull as full:
+            self.metrics.rejections.labels(reason="queue_full").inc()
+            raise ApiError(429, f"{full}; retry after {full.retry_after}s", error_type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": str(full.retry_after)}) from None
+        except Draining as draining:
+            self.metrics.rejections.labels(reason="draining").inc()
+            raise ApiError(503, str(draining), error_type="server_error", code="draining",
+                           headers={"Retry-After": "1"}) from None
+
+    async def _run(self, request: web.Request, engine: Engine, job: GenerationJob, stream: bool,
+                   include_usage: bool, arrival: float, chat: bool) -> web.StreamResponse:
+        """Run ``job`` on the worker thread (the caller holds the slot) and relay its events."""
+        self.metrics.queue_wait.observe(time.perf_counter() - arrival)
+        loop = asyncio.get_running_loop()
+        channel = TokenChannel(loop)
+        work = loop.run_in_executor(self.worker, engine.run, job, channel.put)
+        try:
+            if stream:
+                return await self._stream(request, engine, job, channel, include_usage, arrival, chat)
+            return await self._collect(request, engine, job, channel, arrival, chat)
+        except BaseException:
+            job.cancel.set()
+            raise
+        finally:
+            # The slot is released only once the worker is done with the model, whatever happened here.
+            await asyncio.shield(work)
+
+    def _record(self, done: Finished, arrival: float) -> None:
+        self.metrics.prompt_tokens.inc(done.prompt_tokens)
+        self.metrics.completion_tokens.inc(done.completion_tokens)
+        if done.first_token_at is not None:
+            self.metrics.ttft.observe(done.first_token_at - arrival)
+        self.metrics.duration.observe(done.finished_at - arrival)
+        rate = done.decode_tokens_per_second
+        if rate is not None:
+            self.metrics.decode_rate.observe(rate)
+
+    async def _collect(self, request: web.Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
+                       arrival: float, chat: bool) -> web.Response:
+        pieces: list[str] = []
+        while True:
+            for event in await channel.get_batch():
+                if isinstance(event, TextDelta):
+                    pieces.append(event.text)
+                    continue
+                self._record(event, arrival)
+                if event.error is not None:
+                    raise ApiError(500, f"generation failed: {event.error}", error_type="server_error")
+                ids = ResponseIds("chatcmpl" if chat else "cmpl")
+                text = "".join(pieces)
+                payload = (chat_body if chat else completion_body)(ids, engine.model_id, text, event)
+                return web.json_response(payload)
+            if request.transport is None or request.transport.is_closing():
+                job.cancel.set()
+
+    async def _stream(self, request: web.Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
+                      include_usage: bool, arrival: float, chat: bool) -> web.StreamResponse:
+        ids = ResponseIds("chatcmpl" if chat else "cmpl")
+        model = engine.model_id
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        writable = True
+
+        async def write(data: bytes) -> None:
+            nonlocal writable
+            if not writable:
+                return
+            try:
+                await response.write(data)
+            except (ConnectionError, RuntimeError):
+                # Client went away: stop generating; the worker notices between tokens.
+                writable = False
+                job.cancel.set()
+
+        if chat:
+            await write(sse(chat_chunk(ids, model, {"role": "assistant", "content": ""}, None)))
+        while True:
+            events = await channel.get_batch()
+            out: list[bytes] = []
+            done: Finished | None = None
+            for event in events:
+                if isinstance(event, TextDelta):
+                    delta = chat_chunk(ids, model, {"content": event.text}, None) if chat else \
+                        completion_chunk(ids, model, event.text, None)
+                    out.append(sse(delta))
+                else:
+                    done = event
+            if done is not None:
+                self._record(done, arrival)
+                if done.error is not None:
+                    body = ApiError(500, f"generation failed: {done.error}", error_type="server_error").body()
+                    out.append(sse(body))
+                else:
+                    reason = public_finish_reason(done)
+                    out.append(sse(chat_chunk(ids, model, {}, reason) if chat else
+                                   completion_chunk(ids, model, "", reason)))
+                    if include_usage:
+                        kind = "chat.completion.chunk" if chat else "text_completion"
+                        out.append(sse(usage_chunk(ids, model, kind, done)))
+                out.append(sse("[DONE]"))
+            if out:
+                await write(b"".join(out))
+            if done is not None:
+                if writable:
+                    await response.write_eof()
+                return response
+
+
+def report_line(report: ModelReport) -> str:
+    """The start-up log line with the load report (quantization, size, load time) as JSON."""
+    return "model ready: " + json.dumps(report.as_dict(), sort_keys=True)
+
+
+async def run_until_stopped(server: SlmServer, runner: web.AppRunner, stop: asyncio.Event,
+                            drain_timeout_s: float) -> bool:
+    """Wait for the stop signal, drain, then close the listener; True when every request finished."""
+    await stop.wait()
+    drained = await server.drain(drain_timeout_s)
+    await runner.cleanup()
+    server.close()
+    return drained
+
