@@ -1,0 +1,90 @@
+"""Operator-wide kopf settings, in one startup handler (kopf's recommended place)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+import kubernetes
+
+from tiered_operator import labels
+from tiered_operator.handlers.reconciler import Reconciler
+from tiered_operator.kube import Kube
+from tiered_operator.settings import OperatorSettings
+
+WATCH_SERVER_TIMEOUT = 240  # an integer: kopf sends it as timeoutSeconds, which the API server parses as int
+"""Ask the API server to end each watch after this long; kopf re-establishes it (stale watches cannot linger)."""
+WATCH_CLIENT_TIMEOUT = 270.0
+WATCH_INACTIVITY_TIMEOUT = 300.0
+"""No bytes for this long on a watch means a silently dead connection (load balancers): reconnect."""
+
+
+def load_client_config() -> kubernetes.client.Configuration:
+    """In-cluster credentials when running in a pod, else the kubeconfig (`KUBECONFIG` / --kubeconfig)."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.connection_pool_maxsize = 16
+    kubernetes.client.Configuration.set_default(config)
+    return config
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    op = OperatorSettings.from_env()
+    settings.persistence.finalizer = labels.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.KOPF_ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=labels.KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+    settings.networking.request_timeout = 30
+    settings.posting.level = logging.WARNING
+    settings.peering.lifetime = int(os.environ.get("TIERED_PEERING_LIFETIME", "15"))
+    settings.peering.stealth = True
+    settings.execution.max_workers = int(os.environ.get("TIERED_WORKERS", "8"))
+    load_client_config()
+    kube = Kube(field_manager=op.field_manager, reporting_instance=os.environ.get("POD_NAME", "tiered-operator"))
+    memo.reconciler = Reconciler(op, kube)
+    logger.info(
+        "tiered-operator configured: field manager %s, resync %ss, peering lifetime %ss",
+        op.field_manager,
+        op.resync_seconds,
+        settings.peering.lifetime,
+    )
+
+
+@kopf.on.cleanup()
+def report_writes(memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Log the write counts on exit: the operator's own account of what it changed."""
+    rec = getattr(memo, "reconciler", None)
+    if isinstance(rec, Reconciler):
+        logger.info("writes issued: %s", dict(rec.kube.writes))
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same source as our client (in-cluster, else the kubeconfig given by
+    --kubeconfig/KUBECONFIG read at call time: the client library reads KUBECONFIG only at import time)."""
+    config = load_client_config()
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )

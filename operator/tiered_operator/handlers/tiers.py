@@ -1,0 +1,42 @@
+"""InferenceTier handlers: every watch event and a periodic resync run the same idempotent reconcile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from tiered_operator import labels
+from tiered_operator.handlers.runtime import reconciler
+from tiered_operator.handlers.state import Indexes
+from tiered_operator.settings import OperatorSettings
+
+_seen_generation: dict[tuple[str, str], int] = {}
+
+
+@kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL_INFERENCE_TIERS)
+def inferencetier_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    rec, idx = reconciler(memo), Indexes.from_kwargs(kwargs)
+    namespace, name = str(body.meta.namespace), str(body.meta.name)
+    key = (namespace, name)
+    if kwargs.get("type") == "DELETED":
+        _seen_generation.pop(key, None)
+        rec.forget(str(body.meta.uid), labels.PLURAL_INFERENCE_TIERS, namespace, name)
+        rec.after_tier_change(idx, namespace, name)
+        return
+    rec.reconcile_tier(idx, namespace, name)
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    if _seen_generation.get(key) != generation:  # created or spec changed: dependents recompile
+        _seen_generation[key] = generation
+        rec.after_tier_change(idx, namespace, name)
+
+
+@kopf.timer(
+    labels.GROUP,
+    labels.VERSION,
+    labels.PLURAL_INFERENCE_TIERS,
+    interval=OperatorSettings.from_env().resync_seconds,
+    initial_delay=OperatorSettings.from_env().resync_seconds,
+)
+def inferencetier_resync(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    reconciler(memo).reconcile_tier(Indexes.from_kwargs(kwargs), str(body.meta.namespace), str(body.meta.name))

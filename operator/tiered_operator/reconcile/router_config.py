@@ -1,0 +1,325 @@
+"""Compile RoutingPolicies and their InferenceTiers into the router's own config schema.
+
+The schema is the router's (`tiered_router.config`), imported rather than re-declared, so a field the router
+does not know fails here, in the operator, with a message, instead of in a pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tiered_operator import labels
+from tiered_operator.api.inferencetier import InferenceTier
+from tiered_operator.api.routingpolicy import RoutingPolicy
+from tiered_operator.reconcile import naming
+from tiered_operator.reconcile.compare import content_hash
+from tiered_operator.reconcile.deployment import CloudKeyMount, RouterSidecar
+from tiered_operator.reconcile.service import tier_endpoint
+from tiered_operator.settings import OperatorSettings
+from tiered_router.config import SCHEMA_VERSION, ConfigError, RouterConfig, parse_config, render_config
+
+PII_ENTITY_NAMES: dict[str, str] = {
+    "EMAIL": "email",
+    "PHONE": "phone",
+    "CREDIT_CARD": "creditCard",
+    "IBAN": "iban",
+    "SSN": "usSsn",
+    "IP_ADDRESS": "ipAddress",
+    "API_KEY": "apiKey",
+}
+"""CRD entity names (UPPER_SNAKE, the API's convention) → the router's names."""
+
+
+@dataclass(frozen=True)
+class NamespacePolicy:
+    """The residency labels of the namespace a policy lives in."""
+
+    residency: str = labels.RESIDENCY_DEFAULT
+    allowed_regions: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_labels(cls, ns_labels: Mapping[str, str] | None) -> NamespacePolicy:
+        ns_labels = ns_labels or {}
+        residency = ns_labels.get(labels.LABEL_RESIDENCY, labels.RESIDENCY_DEFAULT)
+        if residency not in labels.RESIDENCY_CLASSES:
+            residency = labels.RESIDENCY_RESTRICTED  # an unknown class is treated as the safe default
+        regions_text = ns_labels.get(labels.LABEL_ALLOWED_REGIONS)
+        regions = None
+        if regions_text is not None:
+            regions = tuple(r.strip() for r in regions_text.split(",") if r.strip())
+        return cls(residency=residency, allowed_regions=regions)
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """A policy's router config, or why there is none."""
+
+    policy: str
+    config: RouterConfig | None
+    text: str | None
+    config_hash: str | None
+    missing_tiers: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def _pricing(tier: InferenceTier) -> dict[str, float]:
+    p = tier.spec.pricing
+    if p is None:
+        return {"inputPer1M": 0.0, "outputPer1M": 0.0}
+    return {
+        "inputPer1M": float(Decimal(p.input_usd_per_million)),
+        "outputPer1M": float(Decimal(p.output_usd_per_million)),
+    }
+
+
+def tier_config(tier: InferenceTier, settings: OperatorSettings) -> dict[str, Any]:
+    """How a router reaches one tier (the router schema's wire form)."""
+    name = tier.metadata.name or ""
+    namespace = tier.metadata.namespace or "default"
+    cloud = tier.spec.cloud
+    if cloud is not None:
+        out: dict[str, Any] = {
+            "name": name,
+            "kind": "cloud",
+            "baseURL": cloud.effective_base_url,
+            "model": cloud.model,
+            "apiKeyFile": naming.secret_key_path(name, cloud.api_key_secret_ref.key),
+            "pricing": _pricing(tier),
+            "piiForbidden": True,
+        }
+        if cloud.region is not None:
+            out["region"] = cloud.region
+        return out
+    return {
+        "name": name,
+        "kind": "local",
+        "baseURL": tier_endpoint(name, namespace, settings),
+        "model": name,  # the model server is started with --model-name=<tier>
+        "pricing": _pricing(tier),
+        "piiForbidden": False,
+    }
+
+
+def _encoder_path(path: str | None) -> str | None:
+    if path is not None and path.startswith("pvc://"):
+        return f"{naming.PVC_ROOT}/{path.removeprefix('pvc://')}"
+    return path
+
+
+def budget_exhausted(policy: RoutingPolicy) -> bool:
+    """The budget loop reports exhaustion as BudgetOK=False; the router config follows it."""
+    cond = policy.status.condition("BudgetOK") if policy.status else None
+    return cond is not None and cond.status == "False" and cond.reason == "BudgetExhausted"
+
+
+def _residency(namespace: NamespacePolicy, policy: RoutingPolicy | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"namespaceClass": namespace.residency}
+    if namespace.allowed_regions is not None:
+        out["allowedRegions"] = list(namespace.allowed_regions)
+    if policy is not None and policy.spec.residency is not None:
+        pii = policy.spec.residency.pii
+        out["pii"] = {"entities": [PII_ENTITY_NAMES[e] for e in pii.entities], "action": pii.action}
+    return out
+
+
+def _route(route: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": route.name,
+        "tier": route.tier,
+        "examples": list(route.examples),
+        "keywords": list(route.keywords),
+    }
+    if route.threshold is not None:
+        out["threshold"] = float(route.threshold)
+    if route.max_input_tokens is not None:
+        out["maxInputTokens"] = route.max_input_tokens
+    return out
+
+
+def policy_config_data(
+    policy: RoutingPolicy,
+    tiers: Mapping[str, InferenceTier],
+    namespace: NamespacePolicy,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The router config of a policy whose tiers all exist, before the router's validation."""
+    spec = policy.spec
+    data: dict[str, Any] = {
+        "schemaVersion": SCHEMA_VERSION,
+        "policy": policy.metadata.name or "",
+        "namespace": policy.metadata.namespace or "default",
+        "tiers": [tier_config(tiers[t], settings) for t in spec.tiers],
+        "tierOrder": list(spec.tiers),
+        "defaultTier": spec.default_tier,
+        "routes": [_route(r) for r in spec.routes],
+        "residency": _residency(namespace, policy),
+    }
+    if spec.classifier is not None:
+        encoder: dict[str, Any] = {"kind": spec.classifier.encoder.type}
+        path = _encoder_path(spec.classifier.encoder.path)
+        if path is not None:
+            encoder["path"] = path
+        data["classifier"] = {"encoder": encoder, "defaultThreshold": float(spec.classifier.threshold)}
+    if spec.fallback is not None:
+        data["fallback"] = {
+            "timeoutMs": spec.fallback.timeout_ms,
+            "retries": spec.fallback.retries,
+            "on": list(spec.fallback.triggers),
+        }
+    if spec.budget is not None:
+        data["budget"] = {
+            "monthlyUSD": float(spec.budget.monthly),
+            "exhausted": budget_exhausted(policy),
+            "whenExhausted": spec.budget.when_exhausted,
+        }
+    return data
+
+
+def compile_policy(
+    policy: RoutingPolicy,
+    tiers: Mapping[str, InferenceTier],
+    namespace: NamespacePolicy,
+    settings: OperatorSettings,
+) -> CompiledPolicy:
+    """The router config of `policy`; tiers missing from `tiers` make it uncompilable (TiersResolved=False)."""
+    name = policy.metadata.name or ""
+    missing = tuple(t for t in policy.spec.tiers if t not in tiers)
+    if missing:
+        return CompiledPolicy(name, None, None, None, missing_tiers=missing)
+    try:
+        # the router's own validation, exactly as the router will run it on the mounted file
+        config = parse_config(policy_config_data(policy, tiers, namespace, settings))
+    except ConfigError as exc:
+        return CompiledPolicy(name, None, None, None, error=str(exc))
+    text = render_config(config)
+    return CompiledPolicy(name, config, text, content_hash(text))
+
+
+def passthrough_config(tier: InferenceTier, namespace: NamespacePolicy, settings: OperatorSettings) -> RouterConfig:
+    """The sidecar config of a tier no policy uses: every request goes to the tier itself."""
+    own = tier_config(tier, settings)
+    return parse_config(
+        {
+            "schemaVersion": SCHEMA_VERSION,
+            "policy": own["name"],
+            "namespace": tier.metadata.namespace or "default",
+            "tiers": [own],
+            "defaultTier": own["name"],
+            "residency": _residency(namespace, None),
+        }
+    )
+
+
+def policies_using(tier_name: str, policies: Iterable[RoutingPolicy]) -> list[RoutingPolicy]:
+    """Sidecar-mode policies that list the tier, the one whose default tier it is first, then by name."""
+    using = [
+        p for p in policies if tier_name in p.spec.tiers and (p.spec.router is None or p.spec.router.mode == "sidecar")
+    ]
+    return sorted(using, key=lambda p: (p.spec.default_tier != tier_name, p.metadata.name or ""))
+
+
+@dataclass(frozen=True)
+class TierRouterConfig:
+    """The tier's sidecar ConfigMap data and what the Deployment needs to run it."""
+
+    data: dict[str, str]
+    sidecar: RouterSidecar
+    primary_policy: str | None
+
+
+def tier_router_config(
+    tier: InferenceTier,
+    compiled: Sequence[CompiledPolicy],
+    policies: Sequence[RoutingPolicy],
+    tiers: Mapping[str, InferenceTier],
+    namespace: NamespacePolicy,
+    settings: OperatorSettings,
+) -> TierRouterConfig:
+    """`router.json` is the primary policy's config (or a passthrough); every usable policy is kept too.
+
+    One router process serves one policy; the primary is the policy whose default tier this is, else the
+    first by name. Policies that do not compile are left out (their own status says why).
+    """
+    name = tier.metadata.name or ""
+    by_name = {c.policy: c for c in compiled if c.config is not None}
+    usable = [p for p in policies_using(name, policies) if (p.metadata.name or "") in by_name]
+    data: dict[str, str] = {}
+    primary: str | None = None
+    key_mounts: tuple[CloudKeyMount, ...] = ()
+    resources: dict[str, Any] | None = None
+    claims: tuple[str, ...] = ()
+    if usable:
+        first = usable[0]
+        primary = first.metadata.name or ""
+        main = by_name[primary]
+        data[naming.ROUTER_CONFIG_FILE] = main.text or ""
+        key_mounts = tuple(
+            CloudKeyMount(tier=t, secret=cloud.api_key_secret_ref.name, key=cloud.api_key_secret_ref.key)
+            for t in first.spec.tiers
+            if (cloud := tiers[t].spec.cloud) is not None
+        )
+        encoder_path = first.spec.classifier.encoder.path if first.spec.classifier else None
+        if encoder_path is not None and encoder_path.startswith("pvc://"):
+            claims = (encoder_path.removeprefix("pvc://").split("/", 1)[0],)
+        if first.spec.router is not None and first.spec.router.resources is not None:
+            resources = first.spec.router.resources.to_k8s() or None
+        for p in usable:
+            pname = p.metadata.name or ""
+            data[f"policy-{pname}.json"] = by_name[pname].text or ""
+    else:
+        data[naming.ROUTER_CONFIG_FILE] = render_config(passthrough_config(tier, namespace, settings))
+    sidecar = RouterSidecar(
+        config_hash=content_hash(data), key_mounts=key_mounts, resources=resources, pvc_claims=claims
+    )
+    return TierRouterConfig(data=data, sidecar=sidecar, primary_policy=primary)
+
+
+def build_configmap(
+    name: str,
+    namespace: str,
+    data: Mapping[str, str],
+    child_labels: Mapping[str, str],
+    owner: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(child_labels),
+            "ownerReferences": [owner],
+        },
+        "data": dict(data),
+    }
+
+
+def build_router_configmap(tier: InferenceTier, config: TierRouterConfig) -> dict[str, Any]:
+    """The tier's sidecar router ConfigMap (`<tier>-router`)."""
+    meta = tier.metadata
+    if meta.name is None or meta.uid is None:
+        raise ValueError("build_router_configmap needs metadata.name and metadata.uid")
+    return build_configmap(
+        naming.router_configmap_name(meta.name),
+        meta.namespace or "default",
+        config.data,
+        {**naming.tier_labels(meta.name), labels.LABEL_COMPONENT: labels.COMPONENT_ROUTER},
+        naming.owner_reference(labels.KIND_INFERENCE_TIER, meta.name, meta.uid),
+    )
+
+
+def build_policy_configmap(policy: RoutingPolicy, compiled: CompiledPolicy) -> dict[str, Any] | None:
+    """The policy's own compiled config (`<policy>-policy`), or None when it does not compile."""
+    meta = policy.metadata
+    if compiled.text is None or meta.name is None or meta.uid is None:
+        return None
+    return build_configmap(
+        naming.policy_configmap_name(meta.name),
+        meta.namespace or "default",
+        {naming.POLICY_CONFIG_KEY: compiled.text},
+        naming.policy_labels(meta.name),
+        naming.owner_reference(labels.KIND_ROUTING_POLICY, meta.name, meta.uid),
+    )

@@ -1,0 +1,42 @@
+"""`import tiered_operator.handlers` registers every handler module, and the CLI parses its scope options."""
+
+from __future__ import annotations
+
+import pkgutil
+import sys
+
+import kopf
+
+import tiered_operator.handlers as handlers
+from tiered_operator.__main__ import parse_args
+
+SUPPORT_MODULES = {"reconciler", "runtime", "state"}
+"""Modules without kopf decorators (used by the handler modules)."""
+
+
+def test_package_imports_every_handler_module() -> None:
+    modules = {m.name for m in pkgutil.iter_modules(handlers.__path__)} - SUPPORT_MODULES
+    missing = [m for m in sorted(modules) if f"tiered_operator.handlers.{m}" not in sys.modules]
+    assert not missing, f"handlers/__init__.py must import {missing}"
+
+
+def test_children_and_custom_resources_are_watched_and_indexed() -> None:
+    registry = kopf.get_default_registry()
+    ids = {h.id for resource_handlers in registry._indexing._handlers for h in [resource_handlers]}
+    assert {"tiered_tiers", "tiered_policies", "tiered_deployments", "tiered_services", "tiered_configmaps"} <= ids
+    watching = {h.id for h in registry._watching._handlers}
+    assert {
+        "inferencetier_event",
+        "routingpolicy_event",
+        "owned_deployment_event",
+        "owned_service_event",
+        "owned_configmap_event",
+    } <= watching
+    spawning = {h.id for h in registry._spawning._handlers}
+    assert {"inferencetier_resync", "routingpolicy_resync"} <= spawning
+
+
+def test_cli_scope_and_peering_options() -> None:
+    args = parse_args(["-n", "a", "-n", "b", "--kubeconfig", "/k", "--priority", "7", "--peering", "p"])
+    assert args.namespace == ["a", "b"] and args.kubeconfig == "/k" and args.priority == 7 and args.peering == "p"
+    assert parse_args(["-A"]).all_namespaces and parse_args([]).priority is None
