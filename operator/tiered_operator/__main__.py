@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if args.all_namespaces:
         namespaces = []
+    # One scope for every handler module, including those that read it from the environment (residency).
+    os.environ["TIERED_WATCH_NAMESPACES"] = ",".join(namespaces)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -356,7 +356,7 @@ def _ensure_operator_identity(cluster: Cluster, root: Path) -> None:
     rbac = root / "manifests" / "rbac"
     if not (rbac / "kustomization.yaml").exists():
         return
-    cluster.kubectl("apply", "--server-side", "--field-manager=tiered-dev", "-k", str(rbac))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-dev", "-k", str(rbac))
     path = cluster.operator_kubeconfig
     if path.exists() and time.time() - path.stat().st_mtime < TOKEN_SECONDS / 2:
         return

@@ -16,6 +16,7 @@ budget slice (BudgetOK, monthToDateUSD, avoidedUSD) through server-side apply on
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -257,7 +258,7 @@ def _is_autoscaled(spec: Mapping[str, Any], **_: Any) -> bool:
     labels.GROUP, labels.VERSION, labels.PLURAL_INFERENCE_TIERS,
     id="autoscale", when=_is_autoscaled, cancellation_backoff=1.0, cancellation_timeout=10.0,
 )
-def inferencetier_autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def inferencetier_autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Evaluate the tier every ``evaluationIntervalSeconds`` until autoscaling is removed or the tier deleted.
 
     The recommendation history lives in this loop (kept across spec edits, lost on operator restart, after
@@ -274,12 +275,16 @@ def inferencetier_autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, memo: 
                 target = autoscale_target(InferenceTier.from_k8s(tier_obj), naming.deployment_name(body.meta.name))
                 if target is not None:
                     interval = target.interval_seconds
-                    decision = evaluate_tier(tier_obj, target, prometheus, kube, history, time.time())
+                    # Blocking I/O in a worker thread only for the round: a daemon must not hold one of kopf's
+                    # sync-handler threads for its whole life (N policies would starve every other handler).
+                    decision = await asyncio.to_thread(
+                        evaluate_tier, tier_obj, target, prometheus, kube, history, time.time()
+                    )
                     if decision is not None:
                         history = decision.history
             except Exception:  # a long-lived loop: log, keep the history, try again next round
                 log.exception("autoscaling %s/%s failed this round", body.meta.namespace, body.meta.name)
-            stopped.wait(interval)
+            await stopped.wait(interval)
     finally:
         if prometheus is not None:
             prometheus.close()
@@ -289,7 +294,7 @@ def inferencetier_autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, memo: 
     labels.GROUP, labels.VERSION, labels.PLURAL_ROUTING_POLICIES,
     id="budget", cancellation_backoff=1.0, cancellation_timeout=10.0,
 )
-def routingpolicy_budget(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def routingpolicy_budget(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Compare the policy's month-to-date spend with its budget every minute.
 
     Runs for every policy, with or without a budget: spend and avoided spend are reported either way, and a
@@ -300,10 +305,12 @@ def routingpolicy_budget(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kop
     try:
         while not stopped:
             try:
-                evaluate_budget(dict(body), prometheus, kube, datetime.datetime.now(datetime.UTC))
+                await asyncio.to_thread(
+                    evaluate_budget, dict(body), prometheus, kube, datetime.datetime.now(datetime.UTC)
+                )
             except Exception:  # a long-lived loop: log and try again next round
                 log.exception("budget of %s/%s failed this round", body.meta.namespace, body.meta.name)
-            stopped.wait(BUDGET_INTERVAL_SECONDS)
+            await stopped.wait(BUDGET_INTERVAL_SECONDS)
     finally:
         if prometheus is not None:
             prometheus.close()

@@ -18,6 +18,8 @@ from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.compare import content_hash
 from tiered_operator.reconcile.deployment import CloudKeyMount, RouterSidecar
 from tiered_operator.reconcile.service import tier_endpoint
+from tiered_operator.residency import NamespacePolicy as ResidencyNamespacePolicy
+from tiered_operator.residency import NoPermittedTier, apply_residency, namespace_policy
 from tiered_operator.settings import OperatorSettings
 from tiered_router.config import SCHEMA_VERSION, ConfigError, RouterConfig, parse_config, render_config
 
@@ -42,15 +44,10 @@ class NamespacePolicy:
 
     @classmethod
     def from_labels(cls, ns_labels: Mapping[str, str] | None) -> NamespacePolicy:
-        ns_labels = ns_labels or {}
-        residency = ns_labels.get(labels.LABEL_RESIDENCY, labels.RESIDENCY_DEFAULT)
-        if residency not in labels.RESIDENCY_CLASSES:
-            residency = labels.RESIDENCY_RESTRICTED  # an unknown class is treated as the safe default
-        regions_text = ns_labels.get(labels.LABEL_ALLOWED_REGIONS)
-        regions = None
-        if regions_text is not None:
-            regions = tuple(r.strip() for r in regions_text.split(",") if r.strip())
-        return cls(residency=residency, allowed_regions=regions)
+        """Read the labels with the residency package's parser: one reading of them for config, webhook, network."""
+        parsed = namespace_policy(ns_labels or {})
+        regions = None if parsed.allowed_regions is None else tuple(sorted(parsed.allowed_regions))
+        return cls(residency=parsed.residency.value, allowed_regions=regions)
 
 
 @dataclass(frozen=True)
@@ -178,6 +175,14 @@ def policy_config_data(
     return data
 
 
+def residency_policy(namespace: NamespacePolicy) -> ResidencyNamespacePolicy:
+    """The residency package's reading of the same labels."""
+    ns_labels = {labels.LABEL_RESIDENCY: namespace.residency}
+    if namespace.allowed_regions is not None:
+        ns_labels[labels.LABEL_ALLOWED_REGIONS] = "_".join(namespace.allowed_regions)
+    return namespace_policy(ns_labels)
+
+
 def compile_policy(
     policy: RoutingPolicy,
     tiers: Mapping[str, InferenceTier],
@@ -192,7 +197,8 @@ def compile_policy(
     try:
         # the router's own validation, exactly as the router will run it on the mounted file
         config = parse_config(policy_config_data(policy, tiers, namespace, settings))
-    except ConfigError as exc:
+        config = apply_residency(config, residency_policy(namespace))
+    except (ConfigError, NoPermittedTier) as exc:
         return CompiledPolicy(name, None, None, None, error=str(exc))
     text = render_config(config)
     return CompiledPolicy(name, config, text, content_hash(text))

@@ -94,13 +94,14 @@ def test_budget_exhaustion_reported_by_the_budget_loop_flips_the_config(
 
 def test_namespace_labels_reach_the_router(bodies: Any, settings: OperatorSettings) -> None:
     ns = NamespacePolicy.from_labels(
-        {"tiered.dev/residency": "unrestricted", "tiered.dev/allowed-regions": "us-east-1, eu-west-1"}
+        {"tiered.dev/residency": "unrestricted", "tiered.dev/allowed-regions": "us-east-1_eu-west-1"}
     )
     compiled = compile_policy(_sample_policy(bodies), _tiers(bodies), ns, settings)
     assert compiled.config is not None
     assert compiled.config.residency.namespace_class.value == "unrestricted"
-    assert compiled.config.residency.allowed_regions == ["us-east-1", "eu-west-1"]
-    assert NamespacePolicy.from_labels({"tiered.dev/residency": "bogus"}).residency == "restricted"
+    assert compiled.config.residency.allowed_regions == ["eu-west-1", "us-east-1"]
+    # an unknown class is read as the strictest one, never as permission
+    assert NamespacePolicy.from_labels({"tiered.dev/residency": "bogus"}).residency == "local-only"
     assert NamespacePolicy.from_labels(None) == NamespacePolicy()
 
 

@@ -1,0 +1,90 @@
+"""Command line: `tiered-router [serve] --config FILE [--host H --port P]`, `eval`, `explain`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .server import HOLDER, build_app
+
+    try:  # optional: uvloop makes the relay's event loop cheaper; plain asyncio works the same
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    app = build_app(Path(args.config), poll_seconds=args.poll_seconds)
+    if app[HOLDER].state is None:
+        # Start anyway (readyz says why): a later valid ConfigMap update makes the router ready without a restart.
+        logging.getLogger("tiered_router").error("starting without a valid config: %s", app[HOLDER].last_error)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, handle_signals=True)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import config_from_policy, evaluate, format_report, load_samples
+
+    manifest = yaml.safe_load(Path(args.policy).read_text())
+    config = config_from_policy(manifest)
+    result = evaluate(config, load_samples(Path(args.data), args.split or None))
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .explain import explain
+
+    config = load_config(Path(args.config).read_text())
+    print(json.dumps(explain(args.prompt, config, model=args.model, pinned_tier=args.tier), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiered-router", description="tiered's OpenAI-compatible routing proxy")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible API")
+    for p in (parser, serve):
+        p.add_argument("--log-level", default="INFO")
+        p.add_argument("--config", help="router config file (the mounted ConfigMap key)")
+        p.add_argument("--host", default="0.0.0.0")
+        p.add_argument("--port", type=int, default=8080)
+        p.add_argument("--poll-seconds", type=float, default=1.0, help="config file check interval")
+    ev = sub.add_parser("eval", help="measure a RoutingPolicy's routes on labelled data")
+    ev.add_argument("--policy", required=True, help="RoutingPolicy manifest (YAML)")
+    ev.add_argument("--data", required=True, help="JSONL {text, route} or the healthcare-routing CSV")
+    ev.add_argument("--split", default="test", help="CSV rows of this split ('' for all)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ex = sub.add_parser("explain", help="explain the decision for one prompt")
+    ex.add_argument("--config", required=True)
+    ex.add_argument("--model", default="auto")
+    ex.add_argument("--tier", default=None, help="pin a tier, as the override header would")
+    ex.add_argument("prompt")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "explain":
+        return _explain(args)
+    if not args.config:
+        build_parser().error("--config is required to serve")
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""`tiered-router eval`: measure a RoutingPolicy's routes on labelled utterances.
+
+"Out of scope to default" counts utterances whose decided tier is the policy's defaultTier, whether no route
+passed its threshold or a route that itself points at the default tier (e.g. a route of out-of-scope examples)
+won - the same outcome for the request.
+
+The policy is a RoutingPolicy manifest exactly as a user writes it; only its routing fields matter here, so tiers
+are stand-ins. Reported: in-scope accuracy, per-route precision/recall, the share of out-of-scope utterances sent
+to the default tier, and decision latency (the classifier alone, as the router runs it) p50/p99.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classify import RouteClassifier
+from .config import RouterConfig, parse_config
+from .decision import estimate_tokens
+from .encoders import load_encoder
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled utterance: `routes` empty means out of scope (should go to the default tier)."""
+
+    text: str
+    routes: frozenset[str]
+
+
+def _encoder_spec(value: Any) -> dict[str, Any]:
+    """The CRD's `classifier.encoder` ({type, path}) in the router schema's form ({kind, path})."""
+    if value is None:
+        return {"kind": "builtin"}
+    if isinstance(value, str):
+        return {"kind": value}
+    out = {"kind": value.get("type", value.get("kind", "builtin"))}
+    if value.get("path"):
+        out["path"] = value["path"]
+    return out
+
+
+def config_from_policy(manifest: dict[str, Any]) -> RouterConfig:
+    """A RouterConfig for evaluating a RoutingPolicy manifest's routes (tiers become local stand-ins)."""
+    spec = manifest.get("spec", manifest)
+    tier_names: list[str] = []
+    for ref in spec.get("tiers", []):
+        tier_names.append(ref if isinstance(ref, str) else ref["name"])
+    routes = []
+    for route in spec.get("routes", []):
+        if route["tier"] not in tier_names:
+            tier_names.append(route["tier"])
+        route = dict(route)
+        if route.get("threshold") is not None:
+            route["threshold"] = float(route["threshold"])
+        routes.append(route)
+    default = spec.get("defaultTier") or (tier_names[0] if tier_names else "default")
+    if default not in tier_names:
+        tier_names.append(default)
+    crd_classifier = spec.get("classifier") or {}
+    classifier: dict[str, Any] = {"encoder": _encoder_spec(crd_classifier.get("encoder"))}
+    if crd_classifier.get("threshold") is not None:
+        classifier["defaultThreshold"] = float(crd_classifier["threshold"])
+    if crd_classifier.get("defaultExamples"):
+        classifier["defaultExamples"] = crd_classifier["defaultExamples"]
+    return parse_config(
+        {
+            "policy": manifest.get("metadata", {}).get("name", "policy"),
+            "tiers": [{"name": n, "kind": "local", "baseURL": "http://127.0.0.1:9/v1", "model": n} for n in tier_names],
+            "defaultTier": default,
+            "routes": routes,
+            "classifier": classifier,
+            "residency": {"namespaceClass": "unrestricted", "pii": {"entities": []}},
+        }
+    )
+
+
+def load_samples(path: Path, split: str | None = "test") -> list[Sample]:
+    """JSONL `{text, route}` (route null = out of scope) or the healthcare-routing CSV (rows of `split`)."""
+    if path.suffix == ".csv":
+        out = []
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if split and row.get("split") != split:
+                    continue
+                routes = {row["expected_route"]} if row.get("expected_route") else set()
+                routes |= {r.strip() for r in re.split(r"[|;]", row.get("alternate_routes") or "") if r.strip()}
+                out.append(Sample(row["utterance"], frozenset(routes)))
+        return out
+    samples = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            obj = json.loads(line)
+            samples.append(Sample(obj["text"], frozenset([obj["route"]]) if obj.get("route") else frozenset()))
+    return samples
+
+
+def evaluate(config: RouterConfig, samples: list[Sample], classifier: RouteClassifier | None = None) -> dict[str, Any]:
+    """Metrics for `samples` under `config`'s routes."""
+    clf = classifier or RouteClassifier(config, load_encoder(config.classifier.encoder))
+    preds: list[str | None] = []
+    tiers: list[str] = []
+    route_tier = {r.name: r.tier for r in config.routes}
+    latencies: list[float] = []
+    for s in samples:
+        t0 = time.perf_counter()
+        c = clf.classify(s.text, estimate_tokens(s.text))
+        latencies.append(time.perf_counter() - t0)
+        preds.append(c.route)
+        tiers.append(route_tier[c.route] if c.route is not None else config.default_tier)
+    in_scope = [(s, p) for s, p in zip(samples, preds, strict=True) if s.routes]
+    oos = [t for s, t in zip(samples, tiers, strict=True) if not s.routes]
+    per_route: dict[str, dict[str, float | int]] = {}
+    for r in config.routes:
+        tp = sum(1 for s, p in zip(samples, preds, strict=True) if p == r.name and r.name in s.routes)
+        predicted = sum(1 for p in preds if p == r.name)
+        actual = sum(1 for s in samples if r.name in s.routes)
+        per_route[r.name] = {
+            "precision": round(tp / predicted, 4) if predicted else 0.0,
+            "recall": round(tp / actual, 4) if actual else 0.0,
+            "support": actual,
+        }
+    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {
+        "samples": len(samples),
+        "in_scope": len(in_scope),
+        "out_of_scope": len(oos),
+        "in_scope_accuracy": round(sum(1 for s, p in in_scope if p in s.routes) / len(in_scope), 4)
+        if in_scope
+        else None,
+        "oos_to_default": round(sum(1 for t in oos if t == config.default_tier) / len(oos), 4) if oos else None,
+        "decision_p50_ms": round(float(np.percentile(lat, 50)), 4),
+        "decision_p99_ms": round(float(np.percentile(lat, 99)), 4),
+        "encoder": clf.encoder.name,
+        "per_route": per_route,
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """Human-readable form of `evaluate`'s result."""
+    lines = [
+        f"samples {result['samples']} (in scope {result['in_scope']}, out of scope {result['out_of_scope']}), "
+        f"encoder {result['encoder']}",
+        f"in-scope accuracy     {result['in_scope_accuracy']}",
+        f"out-of-scope→default  {result['oos_to_default']}",
+        f"decision latency      p50 {result['decision_p50_ms']} ms, p99 {result['decision_p99_ms']} ms",
+        f"{'route':24s} {'precision':>9s} {'recall':>7s} {'support':>7s}",
+    ]
+    for name, m in result["per_route"].items():
+        lines.append(f"{name:24s} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['support']:>7d}")
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""PII detection and redaction: pure functions over text.
+
+Why regexes plus checksums rather than a model: the scan runs on every request before any routing decision, so it
+must cost well under a millisecond, and its false negatives decide whether restricted data can leave the cluster.
+Candidates are found with patterns, then confirmed by the entity's own rule (Luhn for cards, ISO 13616 mod-97 for
+IBANs, SSA rules for SSNs, `ipaddress` for IPs) so ordinary numbers do not all turn into "PII".
+
+Text is normalised first (NFKC, unicode digits to ASCII, dashes and spaces folded, zero-width characters dropped),
+so fullwidth digits or a zero-width space inside a card number do not hide it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .config import PiiEntity
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected entity; offsets index the *normalised* text."""
+
+    entity: PiiEntity
+    start: int
+    end: int
+
+
+# --- normalisation ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _fold_char(ch: str) -> str:
+    cat = unicodedata.category(ch)
+    if cat == "Cf":  # zero-width space/joiner, BOM, soft hyphen...
+        return ""
+    if cat == "Nd":
+        return str(unicodedata.decimal(ch))
+    if cat == "Pd" or ch in "\u2212\u2010\u2011":
+        return "-"
+    if cat == "Zs" or ch in "\u2028\u2029":
+        return " "
+    if ch in "\uff20\ufe6b":
+        return "@"
+    return ch
+
+
+def normalize(text: str) -> str:
+    """Fold the unicode tricks that would hide an entity from ASCII patterns; ASCII text is returned as is."""
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(_fold_char(c) if ord(c) > 127 else c for c in text)
+
+
+# --- validators ------------------------------------------------------------------------------------------------
+
+
+def luhn_valid(digits: str) -> bool:
+    """Luhn checksum over a string of ASCII digits (payment card numbers)."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_valid(candidate: str) -> bool:
+    """ISO 13616: known country length and (rearranged, letters as 10..35) mod 97 == 1."""
+    iban = re.sub(r"[\s-]", "", candidate).upper()
+    if len(iban) < 15 or not iban[:2].isalpha() or not iban[2:4].isdigit() or not iban.isalnum():
+        return False
+    expected = _IBAN_LENGTHS.get(iban[:2])
+    if expected is not None and len(iban) != expected:
+        return False
+    rearranged = iban[4:] + iban[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return int(number) % 97 == 1
+
+
+def _iban_prefix(candidate: str) -> int:
+    """Length of the longest valid IBAN at the start of `candidate` (the pattern may run into the next word)."""
+    cuts = [m.start() for m in re.finditer(r"[ \-]", candidate)] + [len(candidate)]
+    for cut in reversed(cuts):
+        if iban_valid(candidate[:cut]):
+            return cut
+    return 0
+
+
+def ssn_valid(candidate: str) -> bool:
+    """US SSN issuance rules: area not 000/666/9xx, group not 00, serial not 0000."""
+    digits = re.sub(r"\D", "", candidate)
+    if len(digits) != 9:
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def ip_valid(candidate: str) -> bool:
+    """A syntactically valid IPv4 or IPv6 address (zone index allowed)."""
+    try:
+        ipaddress.ip_address(candidate.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def phone_valid(candidate: str) -> bool:
+    """10-15 digits (E.164 allows 15); bare digit runs only when they look like a national number."""
+    digits = re.sub(r"\D", "", candidate)
+    if not 10 <= len(digits) <= 15:
+        return False
+    has_structure = candidate.lstrip().startswith("+") or bool(re.search(r"[\s().-]", candidate.strip()))
+    return has_structure or len(digits) in (10, 11)
+
+
+# --- patterns --------------------------------------------------------------------------------------------------
+
+_SEP = r"[ \-]?"
+_PATTERNS: dict[PiiEntity, tuple[re.Pattern[str], Callable[[str], bool] | None]] = {
+    PiiEntity.API_KEY: (
+        re.compile(
+            r"(?:\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}"
+            r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{30,}"
+            r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"
+            r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+            r"|\bAIza[0-9A-Za-z_\-]{35}"
+            r"|\bglpat-[A-Za-z0-9_\-]{20,}"
+            r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+            r"|(?i:\bbearer\s+)[A-Za-z0-9._~+/\-]{20,}=*"
+            r"|(?i:\b(?:api[_\-]?key|access[_\-]?token|secret[_\-]?key|client[_\-]?secret|password|passwd|token)"
+            r"\s*[:=]\s*)[\"']?[^\s\"']{8,})"
+        ),
+        None,
+    ),
+    PiiEntity.EMAIL: (
+        re.compile(
+            r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+        ),
+        None,
+    ),
+    PiiEntity.IBAN: (
+        re.compile(r"\b[A-Za-z]{2}[0-9]{2}(?:[ \-]?[A-Za-z0-9]{4}){2,7}(?:[ \-]?[A-Za-z0-9]{1,4})?\b"),
+        iban_valid,
+    ),
+    PiiEntity.CREDIT_CARD: (
+        re.compile(r"(?<![0-9])[0-9](?:" + _SEP + r"[0-9]){12,18}(?![0-9])"),
+        lambda s: luhn_valid(re.sub(r"\D", "", s)),
+    ),
+    PiiEntity.US_SSN: (
+        re.compile(r"(?<![0-9\-])[0-9]{3}([ \-])[0-9]{2}\1[0-9]{4}(?![0-9\-])"),
+        ssn_valid,
+    ),
+    PiiEntity.IP_ADDRESS: (
+        re.compile(
+            r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])"
+            r"|(?<![\w.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%[A-Za-z0-9]+)?(?![\w:])"
+        ),
+        ip_valid,
+    ),
+    PiiEntity.PHONE: (
+        re.compile(
+            r"(?<![0-9+])(?:\+[0-9]{1,3}[ .\-]?)?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9](?:[ .\-]?[0-9]){6,14}(?![0-9])"
+        ),
+        phone_valid,
+    ),
+}
+
+# When two findings overlap, the earlier entity in this order wins (an IBAN's digits are not also a phone).
+PRIORITY: tuple[PiiEntity, ...] = (
+    PiiEntity.API_KEY,
+    PiiEntity.EMAIL,
+    PiiEntity.IBAN,
+    PiiEntity.CREDIT_CARD,
+    PiiEntity.US_SSN,
+    PiiEntity.IP_ADDRESS,
+    PiiEntity.PHONE,
+)
+
+
+_ANY_DIGIT = re.compile(r"[0-9]")
+_NEEDS_DIGIT = frozenset(
+    {PiiEntity.IBAN, PiiEntity.CREDIT_CARD, PiiEntity.US_SSN, PiiEntity.IP_ADDRESS, PiiEntity.PHONE}
+)
+
+
+def scan(text: str, entities: Iterable[PiiEntity]) -> list[Finding]:
+    """Findings in the normalised `text` for the requested entity kinds, non-overlapping, in text order."""
+    wanted = set(entities)
+    norm = normalize(text)
+    # Cheap gates: most prompts have no '@' and many no digit, so most patterns need not run at all.
+    has_digit = _ANY_DIGIT.search(norm) is not None
+    has_at = "@" in norm
+    taken: list[tuple[int, int]] = []
+    found: list[Finding] = []
+    for entity in PRIORITY:
+        if entity not in wanted:
+            continue
+        if (entity is PiiEntity.EMAIL and not has_at) or (entity in _NEEDS_DIGIT and not has_digit):
+            continue
+        pattern, check = _PATTERNS[entity]
+        for m in pattern.finditer(norm):
+            start, end = m.span()
+            if entity is PiiEntity.IBAN:
+                end = start + _iban_prefix(m.group(0))
+                if end == start:
+                    continue
+            elif check is not None and not check(m.group(0)):
+                continue
+            if any(start < e and s < end for s, e in taken):
+                continue
+            taken.append((start, end))
+            found.append(Finding(entity, start, end))
+    found.sort(key=lambda f: f.start)
+    return found
+
+
+def redact(text: str, findings: list[Finding]) -> str:
+    """The normalised text with each finding replaced by ``[REDACTED:<entity>]``."""
+    norm = normalize(text)
+    parts: list[str] = []
+    pos = 0
+    for f in sorted(findings, key=lambda f: f.start):
+        parts.append(norm[pos : f.start])
+        parts.append(f"[REDACTED:{f.entity.value}]")
+        pos = f.end
+    parts.append(norm[pos:])
+    return "".join(parts)
