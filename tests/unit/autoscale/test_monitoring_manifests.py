@@ -46,6 +46,7 @@ def test_kustomization_ships_one_scrape_object_only() -> None:
 
 def test_monitors_scrape_the_ports_the_operator_builds() -> None:
     from tiered_operator.api.inferencetier import InferenceTier
+    from tiered_operator.reconcile.deployment import RouterSidecar, build_deployment
     from tiered_operator.reconcile.service import build_service
     from tiered_operator.settings import OperatorSettings
 
@@ -54,9 +55,15 @@ def test_monitors_scrape_the_ports_the_operator_builds() -> None:
         "spec": {"backend": "local", "local": {"runtime": "llamacpp", "model": {"source": "pvc://m/t.gguf"}}},
     })
     service_ports = {p["name"] for p in build_service(tier, OperatorSettings())["spec"]["ports"]}
+    deployment = build_deployment(tier, RouterSidecar(config_hash="h"), OperatorSettings())
+    container_ports = {
+        p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
+    }
     pod_monitor = yaml.safe_load((MONITORING / "podmonitor.yaml").read_text())
     service_monitor = yaml.safe_load((MONITORING / "servicemonitor.yaml").read_text())
-    assert {e["port"] for e in pod_monitor["spec"]["podMetricsEndpoints"]} == {"metrics", "slm"} <= service_ports
+    # A PodMonitor names container ports, a ServiceMonitor names Service ports.
+    assert {e["port"] for e in pod_monitor["spec"]["podMetricsEndpoints"]} == {"http", "slm"} <= container_ports
+    assert {"metrics", "slm"} <= service_ports
     assert {e["port"] for e in service_monitor["spec"]["endpoints"]} == {"metrics", "slm"}
 
 
