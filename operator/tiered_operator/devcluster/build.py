@@ -165,6 +165,8 @@ def _build_target(target: GoTarget, out_dir: Path, progress: Progress, label: st
     )
     assert proc.stdout is not None
     done = 0
+    last_shown = -1
+    every = 0 if sys.stderr.isatty() else 5  # a terminal gets a live line, a log file a line per 5 %
     tail: list[str] = []
     for line in proc.stdout:
         line = line.rstrip()
@@ -173,6 +175,9 @@ def _build_target(target: GoTarget, out_dir: Path, progress: Progress, label: st
             done += 1
             elapsed = int(time.monotonic() - started)
             pct = min(99, done * 100 // total)
+            if pct - last_shown < every:
+                continue
+            last_shown = pct
             progress(f"[build {label}] {pct:3d}% {done}/{total} pkgs {elapsed // 60}m{elapsed % 60:02d}s  {line}")
     if proc.wait() != 0:
         raise RuntimeError(f"go build failed for {label}:\n" + "\n".join(tail))
