@@ -28,6 +28,30 @@ class ParsedRequest:
     stream: bool
     text: str
     kind: str  # "chat" | "completion"
+    pii_text: str = ""
+    """Every string the client sent (tool-call arguments, `user`, metadata, tool descriptions too): what is
+    scanned for PII, because every one of them is forwarded upstream."""
+
+
+def _all_strings(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _all_strings(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _all_strings(item, out)
+
+
+def _redact_all(value: Any, redactor: Any) -> Any:
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, dict):
+        return {k: _redact_all(v, redactor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v, redactor) for v in value]
+    return value
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -55,6 +79,8 @@ def parse_body(raw: bytes, kind: str) -> ParsedRequest:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     model = body.get("model", "auto")
@@ -83,7 +109,9 @@ def parse_body(raw: bytes, kind: str) -> ParsedRequest:
             text = "\n".join(prompt)
         else:
             raise BadRequest("'prompt' must be a string or a non-empty array of strings", "prompt")
-    return ParsedRequest(body=body, model=model, stream=stream, text=text, kind=kind)
+    strings: list[str] = []
+    _all_strings({k: v for k, v in body.items() if k != "model"}, strings)
+    return ParsedRequest(body=body, model=model, stream=stream, text=text, kind=kind, pii_text="\n".join(strings))
 
 
 def classification_text(parsed: ParsedRequest) -> str:
@@ -96,23 +124,6 @@ def classification_text(parsed: ParsedRequest) -> str:
 
 
 def redact_body(parsed: ParsedRequest, redactor: Any) -> dict[str, Any]:
-    """A copy of the body with every text field passed through `redactor` (a str -> str function)."""
-    body = dict(parsed.body)
-    if parsed.kind == "chat":
-        new_messages = []
-        for msg in body["messages"]:
-            msg = dict(msg)
-            content = msg.get("content")
-            if isinstance(content, str):
-                msg["content"] = redactor(content)
-            elif isinstance(content, list):
-                msg["content"] = [
-                    {**p, "text": redactor(p["text"])} if isinstance(p, dict) and p.get("type") == "text" else p
-                    for p in content
-                ]
-            new_messages.append(msg)
-        body["messages"] = new_messages
-    else:
-        prompt = body["prompt"]
-        body["prompt"] = redactor(prompt) if isinstance(prompt, str) else [redactor(p) for p in prompt]
+    """A copy of the body with every string (not only message text) passed through `redactor` (str -> str)."""
+    body: dict[str, Any] = {k: (v if k == "model" else _redact_all(v, redactor)) for k, v in parsed.body.items()}
     return body

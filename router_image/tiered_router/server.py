@@ -15,6 +15,8 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .decision import Decision, RoutingRequest, decide, estimate_tokens
@@ -39,11 +41,17 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. a Content-Encoding the body does not match
+        detail = exc.message if isinstance(exc, HttpProcessingError) else str(exc).split("message:", 1)[-1]
+        raise BadRequest(f"request body cannot be decoded: {detail.strip()}") from None
+    except ConnectionResetError:  # the client left before sending the whole body; nobody reads the answer
+        raise BadRequest("the connection closed before the request body was complete") from None
     return b"".join(chunks)
 
 
@@ -63,7 +71,10 @@ async def _completion(request: web.Request, kind: str, path: str) -> web.StreamR
     if state is None:
         return error_response(503, "router has no valid config yet", "not_ready")
     config = state.config
-    raw = await _read_body(request, config.max_body_bytes)
+    try:
+        raw = await _read_body(request, config.max_body_bytes)
+    except BadRequest as exc:
+        return error_response(400, str(exc), "invalid_request")
     if raw is None:
         return error_response(
             413, f"request body exceeds the limit of {config.max_body_bytes} bytes (maxBodyBytes)", "body_too_large"
@@ -74,7 +85,7 @@ async def _completion(request: web.Request, kind: str, path: str) -> web.StreamR
         return error_response(400, str(exc), "invalid_request", param=exc.param)
     pinned = request.headers.get(config.override.header)
     routing = RoutingRequest(
-        text=parsed.text,
+        text=parsed.pii_text or parsed.text,
         model=parsed.model,
         pinned_tier=pinned,
         input_tokens=estimate_tokens(parsed.text),

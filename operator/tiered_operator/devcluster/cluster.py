@@ -351,6 +351,15 @@ def _fake_node_manifest() -> str:
     return yaml.safe_dump(node)
 
 
+def _install_crds(cluster: Cluster, root: Path) -> None:
+    """The project's CRDs (crds/, generated from the models), so a fresh control plane is ready for samples."""
+    crds = root / "crds"
+    if (crds / "kustomization.yaml").exists():
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-dev", "-k", str(crds))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
+                        "app.kubernetes.io/part-of=tiered", check=False)
+
+
 def _ensure_operator_identity(cluster: Cluster, root: Path) -> None:
     """Apply the project's RBAC and mint a token for its ServiceAccount into operator.kubeconfig."""
     rbac = root / "manifests" / "rbac"
@@ -420,6 +429,7 @@ def up(state_dir: Path, progress: Callable[[str], None] = print) -> Cluster:
         cluster.kubectl("apply", "--server-side", "--field-manager=tiered-dev", "-f", "-",
                         input=_fake_node_manifest())
         _wait_node_ready(cluster)
+        _install_crds(cluster, root)
         _ensure_operator_identity(cluster, root)
         if started_any:
             progress(f"control plane ready at {server}; kubeconfig: {cluster.kubeconfig}")

@@ -394,9 +394,25 @@ async def residency_namespace_event(type: str | None, name: str, body: kopf.Body
         asyncio.get_running_loop().call_later(STAMP_DELAY_SECONDS + 0.1, request_reconcile, name)
 
 
+_tier_namespaces: set[str] = set()
+"""Namespaces that have held tiers: re-evaluated when the cluster starts or stops serving Cilium's API."""
+
+
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL_INFERENCE_TIERS)
 async def residency_tier_event(namespace: str | None, **_: Any) -> None:
+    if namespace is not None:
+        _tier_namespaces.add(namespace)
     request_reconcile(namespace)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+               when=lambda name, **_: name == f"{CILIUM_PLURAL}.{CILIUM_GROUP}")
+async def residency_cilium_crd_event(**_: Any) -> None:
+    """Cilium's CRD appeared, changed or went away: forget the discovery answer and re-evaluate every namespace."""
+    if _api is not None:
+        _api._cilium = None
+    for namespace in sorted(_tier_namespaces):
+        request_reconcile(namespace)
 
 
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL_ROUTING_POLICIES)

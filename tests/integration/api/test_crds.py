@@ -95,7 +95,7 @@ def test_generated_crds_pass_server_dry_run(crds_installed: Any) -> None:
         "--server-side",
         "--force-conflicts",
         "--field-manager=tiered-tests",
-        "-f",
+        "-k",
         str(REPO / "crds"),
     )
     assert "inferencetiers.tiered.dev" in out.stdout and "routingpolicies.tiered.dev" in out.stdout

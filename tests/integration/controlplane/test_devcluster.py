@@ -71,6 +71,10 @@ def test_a_second_cluster_starts_is_reused_and_stops_without_orphans(tmp_path: P
     try:
         pids = json.loads((state_dir / "state.json").read_text())["pids"]
         assert set(pids) == set(devcluster.cluster.ORDER)
+        # a fresh control plane comes with the project's CRDs installed and Established
+        crds = first.kubectl("get", "crd", "inferencetiers.tiered.dev", "routingpolicies.tiered.dev", "-o",
+                             "jsonpath={.items[*].status.conditions[?(@.type=='Established')].status}")
+        assert crds.stdout.split() == ["True", "True"]
         started = time.monotonic()
         second = devcluster.up(state_dir, progress=lambda _m: None)
         reuse_seconds = time.monotonic() - started
