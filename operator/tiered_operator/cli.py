@@ -83,6 +83,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+
     from tiered_operator.views import PolicyBundle, bundle_from_documents, compile_bundle, render_explanation
     from tiered_router.explain import explain
 
@@ -102,6 +104,9 @@ def _explain(args: argparse.Namespace) -> int:
                 ns_labels[labels.LABEL_RESIDENCY] = args.residency
             bundle = PolicyBundle(policy, tiers, ns_labels)
         config = compile_bundle(bundle)
+    except ApiException as exc:
+        print(f"error: the API server answered {exc.status} {exc.reason} for {args.policy_ref}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
