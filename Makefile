@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv controlplane dev-up dev-down demo demo-down crds lint test test-unit test-integration clean
+.PHONY: venv controlplane dev-up dev-down demo demo-down kind-up kind-down crds lint test test-unit test-integration clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,13 @@ demo: controlplane
 
 demo-down: venv
 	$(PY) -m tiered_operator.demo down
+
+## For users with Docker: images + a kind cluster + manifests/ (not runnable on machines without a container engine).
+kind-up:
+	hack/kind-up.sh
+
+kind-down:
+	kind delete cluster --name $${KIND_CLUSTER:-tiered}
 
 ## Regenerate crds/*.yaml and docs/api.md from the pydantic models.
 crds: venv
