@@ -72,3 +72,19 @@ class RouterMetrics:
         self.reloads = Counter(CONFIG_RELOADS, "Config reload attempts by result.", ["result"], registry=r)
         self.config_info = Gauge(CONFIG_INFO, "The config in force (value 1).", ["policy", "hash"], registry=r)
         self.config_valid = Gauge(CONFIG_VALID, "1 when the last config file read was valid, else 0.", registry=r)
+
+    def declare_tiers(self, tiers: list[str]) -> None:
+        """Create every per-tier series at zero when a config loads.
+
+        Prometheus' rate()/increase() need a sample before the first request, or a new tier's first burst (and its
+        spend) is invisible, and an idle tier looks like missing data to the autoscaler.
+        """
+        for tier in tiers:
+            self.latency.labels(tier)
+            self.ttft.labels(tier)
+            self.in_flight.labels(tier)
+            self.cost.labels(tier)
+            self.avoided.labels(tier)
+            self.circuit.labels(tier)
+            for direction in ("in", "out"):
+                self.tokens.labels(tier, direction)

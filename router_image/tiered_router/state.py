@@ -127,6 +127,7 @@ class ConfigHolder:
         if old is not None:
             self.metrics.config_info.remove(old.config.policy, old.config_hash)
         self.metrics.config_info.labels(config.policy, state.config_hash).set(1)
+        self.metrics.declare_tiers([t.name for t in config.tiers])
         log.info("config %s loaded: policy %s, %d tiers, %d routes", state.config_hash, config.policy,
                  len(config.tiers), len(config.routes))  # fmt: skip
         return True
