@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 ## Build (once, cached under ~/.cache/tiered) the control-plane binaries from hack/*/go.mod.
 controlplane: venv
-	$(PY) -m tiered_operator.devcluster.build
+	$(VENV)/bin/tiered dev build
 
 dev-up: controlplane
 	$(VENV)/bin/tiered dev up

@@ -33,6 +33,13 @@ def _dev_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_build(args: argparse.Namespace) -> int:
+    from tiered_operator.devcluster.build import ensure_binaries
+
+    print(ensure_binaries())
+    return 0
+
+
 def _dev_down(args: argparse.Namespace) -> int:
     stopped = devcluster.down(Path(args.state_dir))
     print(f"stopped {len(stopped)} process(es)" + (f": {' '.join(map(str, stopped))}" if stopped else ""))
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "scheduler, KWOK) as processes on 127.0.0.1")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     for name, func, help_text in (
+        ("build", _dev_build, "build (once) and cache the control-plane binaries; print their directory"),
         ("up", _dev_up, "build (once) and start the control plane; reuses what already runs"),
         ("down", _dev_down, "stop this control plane's processes"),
         ("status", _dev_status, "which components run"),
