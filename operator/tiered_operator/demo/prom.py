@@ -1,0 +1,149 @@
+"""Prometheus for the demo: the scrape config it runs with, and the few HTTP API reads the summary needs.
+
+The demo runs the Debian `prometheus` binary itself on 127.0.0.1 with a config in its state directory (1 s
+scrapes of the router, the SLM server and the cloud stand-in). Targets carry `namespace="tiered-demo"`, the
+label the operator's PromQL selects on (in a cluster the scrape config adds it from the pod's namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+ROUTER_JOB = "tiered-router"
+SLM_JOB = "tiered-slm"
+STANDIN_JOB = "cloud-standin"
+
+
+def scrape_config(namespace: str, targets: Mapping[str, str], interval: str = "1s") -> str:
+    """prometheus.yml: one job per component (job name → `host:port`), all labelled with the namespace."""
+    doc = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "static_configs": [{"targets": [target], "labels": {"namespace": namespace}}],
+            }
+            for job, target in targets.items()
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if shutil.which("/usr/bin/prometheus") else None
+    )
+
+
+def install_prometheus(progress: Any) -> str:
+    """apt-get install prometheus when it is missing (root only), and stop the service the package may start:
+    the demo runs its own instance on loopback and must not leave a system Prometheus behind."""
+    found = prometheus_binary()
+    if found:
+        return found
+    if shutil.which("apt-get") is None:
+        raise RuntimeError("Prometheus is not installed and apt-get is unavailable: install `prometheus` (>= 2.40)")
+    progress("installing the Debian package `prometheus` (apt-get) ...")
+    env_args = ["env", "DEBIAN_FRONTEND=noninteractive"]
+    subprocess.run([*env_args, "apt-get", "update"], check=False, timeout=600, capture_output=True)
+    subprocess.run([*env_args, "apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
+                   check=True, timeout=900, capture_output=True)
+    # The package may start its system service; the demo runs its own instance and leaves none behind.
+    for stop in (["systemctl", "stop", "prometheus"], ["service", "prometheus", "stop"]):
+        if shutil.which(stop[0]):
+            subprocess.run(stop, check=False, timeout=60, capture_output=True)
+    found = prometheus_binary()
+    if not found:
+        raise RuntimeError("apt-get installed prometheus but the binary is not on PATH")
+    return found
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """A thin client of the Prometheus HTTP API (stdlib only; every call has a timeout)."""
+
+    url: str
+    timeout: float = 10.0
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=self.timeout) as resp:
+                payload = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise PrometheusError(f"{path} {params}: {exc}") from exc
+        if payload.get("status") != "success":
+            raise PrometheusError(f"{path} {params}: {payload.get('error')}")
+        return payload["data"]
+
+    def instant(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self._get("/api/v1/query", params)
+        if data.get("resultType") == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(dict(r["metric"]), float(r["value"][1])) for r in data.get("result", [])]
+
+    def range(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        data = self._get(
+            "/api/v1/query_range",
+            {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+        )
+        return [
+            (dict(r["metric"]), [(float(t), float(v)) for t, v in r.get("values", [])])
+            for r in data.get("result", [])
+        ]
+
+    def target_health(self) -> dict[str, str]:
+        """job → health of its (single) target."""
+        data = self._get("/api/v1/targets", {"state": "active"})
+        return {t["labels"].get("job", "?"): t.get("health", "unknown") for t in data.get("activeTargets", [])}
+
+    def last_scrape_after(self, job: str, ts: float) -> bool:
+        """Whether the job's target has been scraped after unix time `ts` (so counters include all requests)."""
+        data = self._get("/api/v1/targets", {"state": "active"})
+        for t in data.get("activeTargets", []):
+            if t["labels"].get("job") == job:
+                last = str(t.get("lastScrape", ""))
+                return _rfc3339_seconds(last) > ts
+        return False
+
+
+def _rfc3339_seconds(text: str) -> float:
+    import datetime
+
+    if not text or text.startswith("0001"):
+        return 0.0
+    # Prometheus writes nanoseconds; Python parses at most microseconds.
+    head, _, rest = text.partition(".")
+    frac = ""
+    tz = "Z"
+    if rest:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        frac = "." + digits[:6]
+        tz = rest[len(digits):] or "Z"
+    stamp = datetime.datetime.fromisoformat(head + frac + (tz if tz != "Z" else "+00:00"))
+    return stamp.timestamp()
+
+
+def by_label(samples: list[tuple[dict[str, str], float]], label: str) -> dict[str, float]:
+    """{label value: sample value}, NaN dropped."""
+    return {m.get(label, ""): v for m, v in samples if not math.isnan(v)}
