@@ -74,11 +74,15 @@ async def _completion(request: web.Request, kind: str, path: str) -> web.StreamR
     try:
         raw = await _read_body(request, config.max_body_bytes)
     except BadRequest as exc:
-        return error_response(400, str(exc), "invalid_request")
+        response = error_response(400, str(exc), "invalid_request")
+        response.force_close()  # the rest of the body is unread: the connection cannot carry another request
+        return response
     if raw is None:
-        return error_response(
+        too_large = error_response(
             413, f"request body exceeds the limit of {config.max_body_bytes} bytes (maxBodyBytes)", "body_too_large"
         )
+        too_large.force_close()  # the rest of the body is unread
+        return too_large
     try:
         parsed = parse_body(raw, kind)
     except BadRequest as exc:

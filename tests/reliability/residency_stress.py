@@ -236,7 +236,7 @@ class Stress:
                     await self.set_local(rng.choice(states))
                 i += 1
                 # the invalid config stays longer than the router's 0.1 s poll, so it is surely seen and refused
-                await asyncio.sleep(0.3 if config is None else 0.06)
+                await asyncio.sleep(0.15 if config is None else 0.06)
 
         started = time.perf_counter()
         churner = asyncio.create_task(churn()) if phase.churn else None

@@ -54,5 +54,5 @@ async def test_no_pii_request_reaches_the_cloud_under_faults_budget_and_reloads(
     redacted = by_name["unrestricted redact, local up"]
     assert redacted.cloud_pii_bodies == redacted.pii_requests, report  # redacted text did go out, minus the values
     churn = by_name["config reload churn + local flapping"]
-    assert churn.reloads >= 10, churn.reloads  # the router polls every 0.1 s; the phase lasts a few seconds
+    assert churn.reloads >= 5, churn.reloads  # the router polls every 0.1 s; the phase lasts about a second or more
     assert result.reloads_invalid >= 1  # the invalid config in the rotation was refused, the router kept serving
