@@ -55,7 +55,10 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
 
     async def make_session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=BATCH),
+            # A fresh connection per request: the router rightly closes a connection whose request body it did not
+            # read (413, undecodable, unknown path), and a pooled client could race that close; a transport error
+            # then means the router failed, not the pool.
+            connector=aiohttp.TCPConnector(limit=BATCH, force_close=True),
             timeout=aiohttp.ClientTimeout(total=30),
             auto_decompress=False,
         )
