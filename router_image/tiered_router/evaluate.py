@@ -7,6 +7,7 @@ won - the same outcome for the request.
 The policy is a RoutingPolicy manifest exactly as a user writes it; only its routing fields matter here, so tiers
 are stand-ins. Reported: in-scope accuracy, per-route precision/recall, the share of out-of-scope utterances sent
 to the default tier, and decision latency (the classifier alone, as the router runs it) p50/p99.
+The data path is a JSONL file of ``{"text", "route"}`` (route null = out of scope) or the healthcare CSV.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def evaluate(config: RouterConfig, samples: list[Sample], classifier: RouteClass
         "decision_p50_ms": round(float(np.percentile(lat, 50)), 4),
         "decision_p99_ms": round(float(np.percentile(lat, 99)), 4),
         "encoder": clf.encoder.name,
+        "classifier_method": clf.method.value,
         "per_route": per_route,
     }
 
@@ -147,7 +149,7 @@ def format_report(result: dict[str, Any]) -> str:
     """Human-readable form of `evaluate`'s result."""
     lines = [
         f"samples {result['samples']} (in scope {result['in_scope']}, out of scope {result['out_of_scope']}), "
-        f"encoder {result['encoder']}",
+        f"encoder {result['encoder']} ({result.get('classifier_method', 'knn')})",
         f"in-scope accuracy     {result['in_scope_accuracy']}",
         f"out-of-scope→default  {result['oos_to_default']}",
         f"decision latency      p50 {result['decision_p50_ms']} ms, p99 {result['decision_p99_ms']} ms",

@@ -363,7 +363,8 @@ def start_data_plane(
     step.info(f"router from the same Deployment (container `router`): {' '.join(router.value)}")
     for change in router.changes:
         step.info(f"  local: {change}")
-    step.info("router: when it (re)starts, the builtin encoder first embeds every route example (up to a minute here)")
+    step.info("router: when it (re)starts, it trains its classifier on the route examples (seconds; the first run on a "
+              "machine also distils the static token table, about 35 s, cached in ~/.cache/tiered/static)")
     router_proc = processes.reuse_or_start(registry, "router", router_cmd, paths.log("router"),
                                            router_serves(router_url, translated.value),
                                            env=SINGLE_THREADED_BLAS, timeout=300)

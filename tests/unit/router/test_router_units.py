@@ -232,10 +232,11 @@ def test_explain_reports_scores_and_reason() -> None:
 # --- encoders ----------------------------------------------------------------------------------------------
 
 
-def test_builtin_encoder_places_paraphrases_closer_than_unrelated_sentences() -> None:
-    enc = load_encoder(EncoderSpec())
+@pytest.mark.parametrize(("kind", "dim"), [("builtin", 256), ("minilm", 384)])
+def test_builtin_encoders_place_paraphrases_closer_than_unrelated_sentences(kind: str, dim: int) -> None:
+    enc = load_encoder(EncoderSpec(kind=kind))  # type: ignore[arg-type]
     a, b, c = enc.encode(["how do I reset my password", "I forgot my login password", "the cat sat on the mat"])
-    assert enc.dim == 384 and abs(float(a @ a) - 1.0) < 1e-4
+    assert enc.dim == dim and abs(float(a @ a) - 1.0) < 1e-4
     assert float(a @ b) > 0.5 > float(a @ c)
 
 
