@@ -1,21 +1,39 @@
 """Router overhead: the same upstream called directly, through tiered-router, and through a LiteLLM proxy.
 
 Everything is a real process on 127.0.0.1 (ports picked at runtime): a minimal OpenAI-compatible upstream that
-answers at once, the router (`tiered-router serve`), and optionally LiteLLM's proxy from a separate venv
-(`--litellm /tmp/litellm-venv/bin/litellm`; never a dependency of this project). For each target:
-- closed loop with N concurrent clients for a few seconds: max req/s (run first);
-- open loops at fixed rates (default 50 and 200 req/s, 5 s each): latency p50/p99, added latency vs direct.
-Router variants: `keyword` (PII scan + keyword route: the proxy path without the neural encoder) and `builtin`
-(the CLINC150-domains policy: MiniLM classification on every request). Decision latency for a 2,000-token prompt
-is measured in-process with the CLINC policy.
+answers at once, one `tiered-router serve` per variant, and optionally LiteLLM's proxy from a separate venv
+(`--litellm /tmp/litellm-venv/bin/litellm`; never a dependency of this project).
 
-Writes bench/router/overhead.json. Bounded: every loop has a request count and a time limit.
+Built for a small, shared, noisy machine:
+- for the closed loops (max req/s) each proxy (router variants, LiteLLM) is pinned to CPU 0 (`taskset`), the
+  upstream and this load generator to the other CPUs, so "req/s on one core" means what it says (`--no-pin` to turn
+  off); the open loops (latency) run unpinned for every target alike (see `main_async`);
+- every measurement is repeated `--reps` times and the targets are interleaved within each repetition (direct,
+  router, LiteLLM, direct, ...), so a burst of load from elsewhere hits all of them alike; figures are medians;
+- added latency = median over repetitions of (target p50/p99 - direct p50/p99 measured in the same repetition);
+- max req/s is reported twice: wall-clock (closed loop, `--concurrency` clients) and per CPU-second the proxy
+  process itself consumed (/proc utime+stime), which other processes on the core cannot inflate;
+- the 1-minute load average is recorded before, during (each repetition) and after.
+
+A "floor" target (`--no-floor` to skip) is the same aiohttp server and upstream client forwarding bytes and doing
+nothing else: what any Python proxy hop costs here. Router variants: `keyword` (PII scan + a keyword route: the
+proxy path with the cheapest decision) and one per `--policy FILE` (a RoutingPolicy manifest such as
+router_image/policies/clinc150-domains.yaml, with the encoder the manifest names unless `--policy-encoder`
+overrides it). `--baseline-src DIR` adds the keyword variant
+run from another copy of the package (e.g. the previous commit's router_image/) for before/after in one run.
+Decision latency for a ~2,000-token prompt is measured in-process with the first policy.
+The two upstream clients (aiohttp's and the router's own) are compared in CPU µs per request against the same
+upstream, in this process.
+
+Writes bench/router/overhead.json. Bounded: every loop has a request count and a time limit; open loops above a
+target's measured closed-loop capacity are skipped and reported as saturated.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -34,10 +52,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
+DEFAULT_POLICY = REPO / "router_image/policies/clinc150-domains.yaml"
 
 UPSTREAM_CODE = r"""
 import json, sys
 from aiohttp import web
+try:
+    import uvloop; uvloop.install()
+except ImportError:
+    pass
 BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}).encode()
@@ -48,11 +71,73 @@ app = web.Application(); app.router.add_post("/v1/chat/completions", h); app.rou
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
+# The floor: the same aiohttp server and the router's upstream client, forwarding bytes with nothing else (no
+# parsing, decision, metrics or header work). Router minus floor = what the routing itself costs; floor minus direct
+# = what any Python proxy hop costs on this machine.
+FLOOR_CODE = r"""
+import sys
+from aiohttp import web
+from tiered_router.upstream_http import Endpoint, UpstreamPool
+try:
+    import uvloop; uvloop.install()
+except ImportError:
+    pass
+EP = Endpoint.from_url(sys.argv[2], {"Content-Type": "application/json"})
+POOL = UpstreamPool()
+async def h(request):
+    body = await request.read()
+    async with await POOL.post(EP, body, "*/*", 2.0) as r:
+        data = await r.read()
+    return web.Response(body=data, status=r.status, content_type="application/json")
+app = web.Application(); app.router.add_post("/v1/chat/completions", h)
+app.router.add_get("/readyz", lambda request: web.Response(text="ok"))
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello, what is my account balance?"}]}
+MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # LiteLLM refuses to start without one
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (LiteLLM may run its server in a child process)."""
+    out = [pid]
+    for p in out:
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree, from /proc."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLK_TCK
+
+
+def place(pids: list[int], cpus: list[int]) -> None:
+    """Set the CPU affinity of every thread of every process in the trees of `pids`."""
+    for root in pids:
+        for pid in _tree(root):
+            subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)  # fmt: skip
 
 
 async def wait_http(url: str, timeout: float = 120) -> None:
@@ -69,20 +154,18 @@ async def wait_http(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello, what is my account balance?"}]}
-MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # LiteLLM refuses to start without one
-HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"}
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3) if values else float("nan")
 
 
 async def open_loop(url: str, model: str, rate: float, count: int) -> dict[str, Any]:
-    """`count` requests started every 1/rate s regardless of completions; latency of each."""
+    """`count` requests started every 1/rate s regardless of completions; latency of each (ms)."""
     lat: list[float] = []
     errors = 0
-    conn = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=conn) as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
         body = json.dumps({**BODY, "model": model})
 
-        async def one() -> None:
+        async def one(record: bool = True) -> None:
             nonlocal errors
             t0 = time.perf_counter()
             try:
@@ -90,16 +173,16 @@ async def open_loop(url: str, model: str, rate: float, count: int) -> dict[str, 
                                   timeout=aiohttp.ClientTimeout(total=10)) as r:  # fmt: skip
                     await r.read()
                     if r.status != 200:
-                        errors += 1
+                        errors += record
                         return
             except (aiohttp.ClientError, TimeoutError):
-                errors += 1
+                errors += record
                 return
-            lat.append(time.perf_counter() - t0)
+            if record:
+                lat.append((time.perf_counter() - t0) * 1000)
 
         for _ in range(30):  # warm-up: connections, caches
-            await one()
-        lat.clear()
+            await one(record=False)
         tasks = []
         start = time.perf_counter()
         for i in range(count):
@@ -108,17 +191,18 @@ async def open_loop(url: str, model: str, rate: float, count: int) -> dict[str, 
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
-    ms = np.array(lat) * 1000 if lat else np.array([float("nan")])
-    return {"rate": rate, "count": count, "errors": errors, "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+    return {"count": count, "errors": errors, "latencies_ms": lat}
 
 
-async def closed_loop(url: str, model: str, concurrency: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(url: str, model: str, concurrency: int, seconds: float, pid: int | None) -> dict[str, Any]:
     done = 0
     errors = 0
-    stop = time.perf_counter() + seconds
     body = json.dumps({**BODY, "model": model})
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+        for _ in range(20):  # warm-up
+            async with s.post(url, data=body, headers=HEADERS) as r:
+                await r.read()
+        stop = time.perf_counter() + seconds
 
         async def worker() -> None:
             nonlocal done, errors
@@ -134,14 +218,67 @@ async def closed_loop(url: str, model: str, concurrency: int, seconds: float) ->
                 except (aiohttp.ClientError, TimeoutError):
                     errors += 1
 
+        cpu0 = cpu_seconds(pid) if pid else 0.0
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
-    return {"concurrency": concurrency, "seconds": round(elapsed, 2), "requests": done, "errors": errors,
-            "req_per_s": round(done / elapsed, 1)}  # fmt: skip
+        cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    return {"requests": done, "errors": errors, "seconds": elapsed, "cpu_s": cpu}
 
 
-def router_config(upstream: str, policy: str) -> dict[str, Any]:
+async def client_cpu(url: str, n: int = 3000, reps: int = 3, conc: int = 8) -> dict[str, Any]:
+    """CPU µs per request of the two upstream clients the router could use (aiohttp's ClientSession, configured as
+    the router used it, and tiered_router.upstream_http), same upstream, same process, interleaved."""
+    from tiered_router.upstream_http import Endpoint, UpstreamPool
+
+    body = json.dumps({**BODY, "model": "m"}).encode()
+
+    async def with_aiohttp() -> float:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60)
+        timeout = aiohttp.ClientTimeout(total=10, sock_connect=2)
+        async with aiohttp.ClientSession(connector=connector) as s:
+
+            async def worker(k: int) -> None:
+                for _ in range(k):
+                    r = await asyncio.wait_for(
+                        s.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout), 5
+                    )
+                    async with r:
+                        await r.read()
+
+            await worker(50)
+            t0 = time.process_time()
+            await asyncio.gather(*(worker(n // conc) for _ in range(conc)))
+            return (time.process_time() - t0) / n * 1e6
+
+    async def with_lean() -> float:
+        pool = UpstreamPool()
+        ep = Endpoint.from_url(url, {"Content-Type": "application/json"})
+
+        async def worker(k: int) -> None:
+            for _ in range(k):
+                async with asyncio.timeout(5):
+                    r = await pool.post(ep, body, "*/*", 2.0)
+                async with r, asyncio.timeout(5):
+                    await r.read()
+
+        await worker(50)
+        t0 = time.process_time()
+        await asyncio.gather(*(worker(n // conc) for _ in range(conc)))
+        pool.close()
+        return (time.process_time() - t0) / n * 1e6
+
+    runs: dict[str, list[float]] = {"aiohttp.ClientSession": [], "tiered_router.upstream_http": []}
+    for _ in range(reps):
+        runs["aiohttp.ClientSession"].append(await with_aiohttp())
+        runs["tiered_router.upstream_http"].append(await with_lean())
+    return {k: {"cpu_us_per_request_median": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
+            for k, v in runs.items()}  # fmt: skip
+
+
+def router_config(
+    upstream: str, variant: str, policy: Path | None = None, encoder: str | None = None
+) -> dict[str, Any]:
     tiers = [
         {"name": "slm", "kind": "local", "baseURL": upstream, "model": "m",
          "pricing": {"inputPer1M": 0.05, "outputPer1M": 0.1}},
@@ -150,23 +287,36 @@ def router_config(upstream: str, policy: str) -> dict[str, Any]:
     ]  # fmt: skip
     base: dict[str, Any] = {"schemaVersion": 1, "policy": "bench", "tiers": tiers, "defaultTier": "cloud",
                             "residency": {"namespaceClass": "unrestricted"}}  # fmt: skip
-    if policy == "keyword":
+    if variant == "keyword":
         base["routes"] = [{"name": "chat", "tier": "slm", "keywords": ["hello"]}]
         base["classifier"] = {"encoder": {"kind": "lexical"}}
-    else:
-        spec = yaml.safe_load((REPO / "router_image/policies/clinc150-domains.yaml").read_text())["spec"]
-        base["routes"] = [{**r, "tier": r["tier"]} for r in spec["routes"]]
-        base["classifier"] = {"defaultThreshold": float(spec["classifier"]["threshold"])}
+        return base
+    assert policy is not None
+    from tiered_router.evaluate import config_from_policy
+
+    # The policy's routes and classifier exactly as `tiered-router eval` reads them; tiers point at the upstream.
+    rendered = config_from_policy(yaml.safe_load(policy.read_text())).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    names = [t["name"] for t in rendered["tiers"]]
+    base["tiers"] = [t for t in tiers if t["name"] in names] + [
+        {"name": n, "kind": "local", "baseURL": upstream, "model": "m"} for n in names if n not in ("slm", "cloud")
+    ]
+    base["defaultTier"] = rendered["defaultTier"]
+    base["routes"] = rendered["routes"]
+    base["classifier"] = rendered["classifier"]
+    if encoder:
+        base["classifier"]["encoder"] = {"kind": encoder}
     return base
 
 
-def decision_latency(n: int = 200) -> dict[str, Any]:
-    """Decision pipeline (PII scan + residency + MiniLM classification + budget) for a ~2,000-token prompt."""
+def decision_latency(policy: Path, encoder: str | None, n: int = 200) -> dict[str, Any]:
+    """Decision pipeline (PII scan + residency + classification + budget) for a ~2,000-token prompt, in-process."""
     from tiered_router.config import parse_config
     from tiered_router.decision import RoutingRequest, decide, estimate_tokens
     from tiered_router.explain import classifier_for
 
-    config = parse_config(router_config("http://127.0.0.1:9/v1", "builtin"))
+    config = parse_config(router_config("http://127.0.0.1:9/v1", "policy", policy, encoder))
     clf = classifier_for(config)
     words = [
         "please",
@@ -193,68 +343,161 @@ def decision_latency(n: int = 200) -> dict[str, Any]:
         t0 = time.perf_counter()
         decide(config, clf, req)
         samples.append((time.perf_counter() - t0) * 1000)
-    return {"prompt_tokens_estimate": req.input_tokens, "n": n, "p50_ms": round(statistics.median(samples), 3),
-            "p99_ms": round(float(np.percentile(samples, 99)), 3), "encoder": clf.encoder.name}  # fmt: skip
+    return {"policy": str(policy.relative_to(REPO) if policy.is_relative_to(REPO) else policy),
+            "prompt_tokens_estimate": req.input_tokens, "n": n, "p50_ms": round(statistics.median(samples), 3),
+            "p99_ms": pct(samples, 99), "encoder": clf.encoder.name}  # fmt: skip
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+def summarize(raw: dict[str, Any], rates: list[float]) -> dict[str, Any]:
+    """Medians over repetitions; added latency from same-repetition differences against `direct`."""
+    out: dict[str, Any] = {}
+    direct = raw["direct"]
+    for name, r in raw.items():
+        cl = r["closed"]
+        wall = [c["requests"] / c["seconds"] for c in cl]
+        per_cpu = [c["requests"] / c["cpu_s"] for c in cl if c["cpu_s"] > 0.2]
+        entry: dict[str, Any] = {
+            "closed_loop": {
+                "req_per_s_median": round(statistics.median(wall), 1),
+                "req_per_s_runs": [round(w, 1) for w in wall],
+                "errors": sum(c["errors"] for c in cl),
+            }
+        }
+        if per_cpu:
+            entry["closed_loop"]["req_per_cpu_s_median"] = round(statistics.median(per_cpu), 1)
+            entry["closed_loop"]["cpu_share_median"] = round(
+                statistics.median(c["cpu_s"] / c["seconds"] for c in cl), 2
+            )
+        loops: dict[str, Any] = {}
+        for rate in rates:
+            key = f"{rate:g}"
+            runs = r["open"].get(key)
+            if runs is None:
+                loops[key] = {"saturated": True, "skipped": "rate above the measured closed-loop capacity"}
+                continue
+            pooled = [x for run in runs for x in run["latencies_ms"]]
+            per_rep = [(pct(run["latencies_ms"], 50), pct(run["latencies_ms"], 99)) for run in runs]
+            o: dict[str, Any] = {
+                "rate": rate,
+                "reps": len(runs),
+                "requests": sum(run["count"] for run in runs),
+                "errors": sum(run["errors"] for run in runs),
+                "p50_ms": pct(pooled, 50),
+                "p99_ms": pct(pooled, 99),
+                "p50_ms_runs": [p for p, _ in per_rep],
+                "p99_ms_runs": [p for _, p in per_rep],
+            }
+            if name != "direct":
+                base = [(pct(run["latencies_ms"], 50), pct(run["latencies_ms"], 99)) for run in direct["open"][key]]
+                o["added_p50_ms"] = round(statistics.median(t[0] - d[0] for t, d in zip(per_rep, base, strict=True)), 3)
+                o["added_p99_ms"] = round(statistics.median(t[1] - d[1] for t, d in zip(per_rep, base, strict=True)), 3)
+                o["added_p50_ms_runs"] = [round(t[0] - d[0], 3) for t, d in zip(per_rep, base, strict=True)]
+                o["added_p99_ms_runs"] = [round(t[1] - d[1], 3) for t, d in zip(per_rep, base, strict=True)]
+                o["saturated"] = o["errors"] > 0 or o["p50_ms"] > 1000
+            loops[key] = o
+        entry["open_loop"] = loops
+        out[name] = entry
+    return out
+
+
+def start(cmd: list[str], env: dict[str, str], quiet: bool = False) -> subprocess.Popen[bytes]:
+    sink = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=env, stdout=sink, stderr=sink)
+
+
+async def main_async(args: argparse.Namespace, loads: dict[str, Any]) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    cpus = sorted(os.sched_getaffinity(0))
+    rest = [c for c in cpus if c != cpus[0]] or cpus
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     tmp = Path(tempfile.mkdtemp(prefix="tiered-bench-"))
     try:
         up_port = free_port()
-        procs.append(subprocess.Popen([PY, "-c", UPSTREAM_CODE, str(up_port)], env=env))
+        procs.append(start([PY, "-c", UPSTREAM_CODE, str(up_port)], env))
         upstream = f"http://127.0.0.1:{up_port}/v1"
         await wait_http(f"http://127.0.0.1:{up_port}/")
-        targets: dict[str, tuple[str, str]] = {"direct": (upstream + "/chat/completions", "m")}
-        for variant in args.variants:
-            cfg = tmp / f"router-{variant}.json"
-            cfg.write_text(json.dumps(router_config(upstream, variant)))
+        targets: dict[str, tuple[str, str, int | None]] = {"direct": (upstream + "/chat/completions", "m", None)}
+        variants: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        if args.floor:
             port = free_port()
-            cmd = ["taskset", "-c", "0"] if args.pin else []
-            cmd += [PY, "-m", "tiered_router", "serve", "--config", str(cfg), "--host", "127.0.0.1",
-                    "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
-            procs.append(subprocess.Popen(cmd, env=env))
+            procs.append(start([PY, "-c", FLOOR_CODE, str(port), upstream + "/chat/completions"], env))
             await wait_http(f"http://127.0.0.1:{port}/readyz")
-            targets[f"tiered-router ({variant})"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "auto")
+            targets["floor: bare forwarding proxy"] = (
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                "m",
+                procs[-1].pid,
+            )
+        if "keyword" in args.variants:
+            variants.append(("tiered-router (keyword)", router_config(upstream, "keyword"), env))
+        if args.baseline_src:
+            benv = {**env, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
+            variants.append(("baseline router (keyword)", router_config(upstream, "keyword"), benv))
+        for policy in args.policy:
+            label = Path(policy).stem + (f", encoder {args.policy_encoder}" if args.policy_encoder else "")
+            variants.append(
+                (f"tiered-router ({label})", router_config(upstream, "policy", Path(policy), args.policy_encoder), env)
+            )
+        for i, (name, cfg, venv) in enumerate(variants):
+            path = tmp / f"router-{i}.json"
+            path.write_text(json.dumps(cfg))
+            port = free_port()
+            cmd = [PY, "-m", "tiered_router", "serve", "--config", str(path), "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
+            procs.append(start(cmd, venv))
+            await wait_http(f"http://127.0.0.1:{port}/readyz")
+            targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", "auto", procs[-1].pid)
         if args.litellm:
             port = free_port()
             lcfg = tmp / "litellm.yaml"
             lcfg.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
                 "model": "openai/m", "api_base": upstream, "api_key": "unused"}}]}))  # fmt: skip
-            cmd = ["taskset", "-c", "0"] if args.pin else []
-            cmd += [args.litellm, "--config", str(lcfg), "--host", "127.0.0.1", "--port", str(port)]
-            cmd += ["--num_workers", "1"]
-            lenv = {
-                **env,
-                "LITELLM_LOG": "ERROR",
-                "LITELLM_MASTER_KEY": MASTER_KEY,
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-            procs.append(subprocess.Popen(cmd, env=lenv, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))  # fmt: skip
+            cmd = [args.litellm, "--config", str(lcfg), "--host", "127.0.0.1", "--port", str(port),
+                   "--num_workers", "1"]  # fmt: skip
+            lenv = {**env, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": MASTER_KEY,
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # fmt: skip
+            procs.append(start(cmd, lenv, quiet=True))
             await wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
-            targets[f"litellm proxy {args.litellm_version}"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m")
-        results: dict[str, Any] = {}
-        for name, (url, model) in targets.items():
-            # closed loop first: an open loop above capacity leaves a backlog that would distort it
-            cl = await closed_loop(url, model, args.concurrency, args.seconds)
-            await asyncio.sleep(2)
-            loops = {}
-            for rate in args.rates:
-                loops[f"{rate:g}"] = await open_loop(url, model, rate, int(rate * args.open_seconds))
-                await asyncio.sleep(2)
-            results[name] = {"closed_loop": cl, "open_loop": loops}
-            print(name, cl, loops, file=sys.stderr, flush=True)
-        base = results["direct"]["open_loop"]
-        for name, r in results.items():
-            if name == "direct":
-                continue
-            for rate, ol in r["open_loop"].items():
-                ol["added_p50_ms"] = round(ol["p50_ms"] - base[rate]["p50_ms"], 3)
-                ol["added_p99_ms"] = round(ol["p99_ms"] - base[rate]["p99_ms"], 3)
-                ol["saturated"] = ol["errors"] > 0 or ol["p50_ms"] > 1000
-        return results
+            version = args.litellm_version or "?"
+            targets[f"litellm proxy {version}"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m", procs[-1].pid)
+
+        clients = await client_cpu(upstream + "/chat/completions")
+        print("upstream client CPU:", clients, file=sys.stderr, flush=True)
+        names = list(targets)
+        raw: dict[str, Any] = {n: {"closed": [], "open": {}} for n in names}
+        loads["during"] = []
+        proxies = [pid for _, _, pid in targets.values() if pid is not None]
+        if args.pin:  # req/s on one core: every proxy on CPU 0, the upstream and this load generator elsewhere
+            place(proxies, cpus[:1])
+            place([procs[0].pid, os.getpid()], rest)
+        # Closed loops first (an open loop above capacity leaves a backlog that would distort them), interleaved.
+        for rep in range(args.reps):
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            for name in order:
+                url, model, pid = targets[name]
+                raw[name]["closed"].append(await closed_loop(url, model, args.concurrency, args.seconds, pid))
+                await asyncio.sleep(0.5)
+            loads["during"].append(load1())
+        if args.pin:
+            # Latency runs unpinned: pinned apart, every routed request crosses cores four times (client -> proxy
+            # -> upstream and back) where a direct one crosses none, which on a shared VM costs more than the
+            # proxy itself; placement is left to the scheduler for every target alike.
+            place([*proxies, procs[0].pid, os.getpid()], cpus)
+        capacity = {n: statistics.median(c["requests"] / c["seconds"] for c in raw[n]["closed"]) for n in names}
+        print("closed loop req/s:", {n: round(c) for n, c in capacity.items()}, file=sys.stderr, flush=True)
+        for rate in args.rates:
+            key = f"{rate:g}"
+            live = [n for n in names if capacity[n] > rate * 1.2]  # a saturated proxy only measures its queue
+            for n in live:
+                raw[n]["open"][key] = []
+            for rep in range(args.reps):
+                order = live[rep % len(live) :] + live[: rep % len(live)]
+                for name in order:
+                    url, model, _ = targets[name]
+                    raw[name]["open"][key].append(await open_loop(url, model, rate, int(rate * args.open_seconds)))
+                    await asyncio.sleep(0.3)
+                loads["during"].append(load1())
+            print(f"open loop {key} req/s done", file=sys.stderr, flush=True)
+        return {"targets": summarize(raw, args.rates), "upstream_client_cpu": clients}
     finally:
         for p in procs:
             p.terminate()
@@ -268,22 +511,38 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="*", default=[50.0, 200.0], help="open-loop rates (req/s)")
-    parser.add_argument("--open-seconds", type=float, default=5.0, help="duration of each open loop")
+    parser.add_argument("--open-seconds", type=float, default=4.0, help="duration of each open loop")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions of every measurement")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--variants", nargs="*", default=["keyword", "builtin"])
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each closed loop")
+    parser.add_argument("--variants", nargs="*", default=["keyword"], help="built-in router variants (keyword)")
+    parser.add_argument("--policy", nargs="*", default=[str(DEFAULT_POLICY)], help="RoutingPolicy manifests")
+    parser.add_argument("--policy-encoder", default=None, help="override the policies' encoder kind (e.g. lexical)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false", help="skip the bare forwarding proxy")
+    parser.add_argument("--baseline-src", help="directory holding another tiered_router package (before/after)")
     parser.add_argument("--litellm", help="path of a litellm executable (separate venv)")
     parser.add_argument("--litellm-version", default="")
-    parser.add_argument("--pin", action="store_true", help="pin each proxy to CPU 0 (one core)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning for the closed loops")
     parser.add_argument("--out", default=str(Path(__file__).with_name("overhead.json")))
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the child processes
-    results = asyncio.run(main_async(args))
+    loads: dict[str, Any] = {"before": load1()}
+    try:  # the load generator's own overhead and jitter (same for every target) are lower on uvloop
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    results = asyncio.run(main_async(args, loads))
+    loads["after"] = load1()
+    decision = decision_latency(Path(args.policy[0]), args.policy_encoder) if args.policy else None
     out = {
-        "machine": f"{os.cpu_count()} CPUs shared with other workloads (load average {os.getloadavg()[0]:.1f})",
+        "machine": f"{os.cpu_count()} CPUs shared with other workloads",
+        "load_average_1m": loads,
         "settings": vars(args),
-        "targets": results,
-        "decision_latency_2000_tokens": decision_latency(),
+        "targets": results["targets"],
+        "upstream_client_cpu": results["upstream_client_cpu"],
+        "decision_latency_2000_tokens": decision,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import sys
-from pathlib import Path
+import os
 
-import yaml
+# Before anything imports numpy: one BLAS/OpenMP thread. The router is one event loop per process (scale out with
+# replicas); a BLAS thread pool per process only contends with the loop for the pod's CPU.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -23,9 +32,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     app = build_app(Path(args.config), poll_seconds=args.poll_seconds)
+    log = logging.getLogger("tiered_router")
     if app[HOLDER].state is None:
         # Start anyway (readyz says why): a later valid ConfigMap update makes the router ready without a restart.
-        logging.getLogger("tiered_router").error("starting without a valid config: %s", app[HOLDER].last_error)
+        log.error("starting without a valid config: %s", app[HOLDER].last_error)
+    # Everything loaded so far (modules, config, classifier data) lives as long as the process: move it out of the
+    # collector's generations so full collections scan only what requests allocate (shorter p99 pauses).
+    gc.collect()
+    gc.freeze()
+    log.info("event loop policy: %s", type(asyncio.get_event_loop_policy()).__module__)
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, handle_signals=True)
     return 0
 

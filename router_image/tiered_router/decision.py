@@ -102,12 +102,26 @@ def _reject(reason: Reason, status: int, message: str, pii: Sequence[Finding] = 
     )
 
 
+_ALLOWED_CACHE: dict[tuple[int, bool], tuple[RouterConfig, list[TierConfig], dict[str, Reason]]] = {}
+
+
 def allowed_tiers(config: RouterConfig, pii_present: bool) -> tuple[list[TierConfig], dict[str, Reason]]:
     """Tiers this request may reach under residency, in chain order, plus why each other tier was excluded.
 
     Budget exclusions are applied separately (`budget_filter`): residency is about where data may go, the
-    budget about what may be spent.
+    budget about what may be spent. The answer depends only on the (immutable) config and whether PII is present,
+    so it is computed once per config and PII flag; callers get their own copies.
     """
+    cached = _ALLOWED_CACHE.get((id(config), pii_present))
+    if cached is None or cached[0] is not config:
+        if len(_ALLOWED_CACHE) > 16:  # configs are replaced on reload; keep only recent ones
+            _ALLOWED_CACHE.clear()
+        allowed, excluded = _allowed_tiers(config, pii_present)
+        cached = _ALLOWED_CACHE[(id(config), pii_present)] = (config, allowed, excluded)
+    return list(cached[1]), dict(cached[2])
+
+
+def _allowed_tiers(config: RouterConfig, pii_present: bool) -> tuple[list[TierConfig], dict[str, Reason]]:
     residency = config.residency
     allowed: list[TierConfig] = []
     excluded: dict[str, Reason] = {}

@@ -6,7 +6,11 @@ without clashing; `/metrics` serves that registry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 PREFIX = "tiered_router"
 
@@ -30,6 +34,44 @@ CONFIG_VALID = f"{PREFIX}_config_last_reload_valid"  # gauge 1/0
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.025, 0.04, 0.06, 0.08, 0.1, 0.12, 0.2, 0.3, 0.5, 0.8, 1, 2, 5, 10, 30)
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Bound(Generic[M]):
+    """The labelled children of one metric, each created once and then looked up in a dict.
+
+    `metric.labels(...)` validates, takes a lock and builds a key on every call (about 3 µs); the request path
+    updates ten series per request, so it goes through these instead. Only for metrics whose children are never
+    removed (label values come from the config: tiers, routes, reasons, entities).
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+@dataclass(frozen=True, slots=True)
+class TierSeries:
+    """Every per-tier child the dispatcher touches on each request, bound once per tier name."""
+
+    latency: Histogram
+    ttft: Histogram
+    in_flight: Gauge
+    tokens_in: Counter
+    tokens_out: Counter
+    cost: Counter
+    avoided: Counter
+    circuit: Gauge
 
 
 class RouterMetrics:
@@ -72,6 +114,29 @@ class RouterMetrics:
         self.reloads = Counter(CONFIG_RELOADS, "Config reload attempts by result.", ["result"], registry=r)
         self.config_info = Gauge(CONFIG_INFO, "The config in force (value 1).", ["policy", "hash"], registry=r)
         self.config_valid = Gauge(CONFIG_VALID, "1 when the last config file read was valid, else 0.", registry=r)
+        # request-path accessors (pre-bound children)
+        self.requests_by = Bound(self.requests)
+        self.decisions_by = Bound(self.decisions)
+        self.pii_by = Bound(self.pii)
+        self.fallbacks_by = Bound(self.fallbacks)
+        self.upstream_errors_by = Bound(self.upstream_errors)
+        self._tiers: dict[str, TierSeries] = {}
+
+    def tier(self, name: str) -> TierSeries:
+        """The per-tier children of `name` (created, at zero, on first use)."""
+        series = self._tiers.get(name)
+        if series is None:
+            series = self._tiers[name] = TierSeries(
+                latency=self.latency.labels(name),
+                ttft=self.ttft.labels(name),
+                in_flight=self.in_flight.labels(name),
+                tokens_in=self.tokens.labels(name, "in"),
+                tokens_out=self.tokens.labels(name, "out"),
+                cost=self.cost.labels(name),
+                avoided=self.avoided.labels(name),
+                circuit=self.circuit.labels(name),
+            )
+        return series
 
     def declare_tiers(self, tiers: list[str]) -> None:
         """Create every per-tier series at zero when a config loads.
@@ -80,11 +145,4 @@ class RouterMetrics:
         spend) is invisible, and an idle tier looks like missing data to the autoscaler.
         """
         for tier in tiers:
-            self.latency.labels(tier)
-            self.ttft.labels(tier)
-            self.in_flight.labels(tier)
-            self.cost.labels(tier)
-            self.avoided.labels(tier)
-            self.circuit.labels(tier)
-            for direction in ("in", "out"):
-                self.tokens.labels(tier, direction)
+            self.tier(tier)

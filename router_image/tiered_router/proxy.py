@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from .breaker import CircuitState
@@ -24,13 +24,15 @@ from .config import FallbackTrigger, TierConfig
 from .decision import Decision
 from .errors import error_response
 from .metrics import RouterMetrics
-from .state import RouterState, breaker_for
+from .state import RouterState, Upstream
+from .upstream_http import UpstreamConnectError, UpstreamPool, UpstreamProtocolError, UpstreamResponse
 
 log = logging.getLogger("tiered_router")
 
-# Hop-by-hop and length headers are the relay's business, not the upstream's.
+# Hop-by-hop and length headers are the relay's business, not the upstream's. Content-Encoding passes through
+# with the body it describes (the router asks for identity and relays bytes as they are).
 _DROP_HEADERS = {
-    "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date",
+    "connection", "keep-alive", "transfer-encoding", "content-length", "server", "date",
     "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade",
 }  # fmt: skip
 
@@ -50,6 +52,33 @@ class Usage:
     completion_tokens: int = 0
 
 
+_DECODER = json.JSONDecoder()
+_KEY_GAP = re.compile(rb"\s*:\s*")
+
+
+def usage_from_body(raw: bytes) -> Usage | None:
+    """The top-level `usage` of a completion body without parsing the whole (possibly long) answer.
+
+    OpenAI-compatible servers put `usage` last; a JSON string cannot hold an unescaped quote, so the last `"usage"`
+    followed by a colon is a key. Only that object is decoded; anything unexpected falls back to a full parse.
+    """
+    at = raw.rfind(b'"usage"')
+    if at < 0:
+        return None
+    gap = _KEY_GAP.match(raw, at + 7)
+    if gap is not None and raw[gap.end() : gap.end() + 1] == b"{":
+        try:
+            obj, _ = _DECODER.raw_decode(raw[gap.end() :].decode())
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and raw.rstrip().endswith(b"}"):
+            return _usage_from({"usage": obj})
+    try:
+        return _usage_from(json.loads(raw))
+    except ValueError:
+        return None
+
+
 def _usage_from(obj: Any) -> Usage | None:
     if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
         u = obj["usage"]
@@ -59,19 +88,20 @@ def _usage_from(obj: Any) -> Usage | None:
     return None
 
 
+def _upstream_bytes(body: dict[str, Any], raw: bytes | None, model: str) -> bytes:
+    """The JSON sent to a tier: the client's bytes untouched when they already name the tier's model, else the
+    body re-serialised with `model` replaced (every other field passes through)."""
+    if raw is not None and body.get("model") == model:
+        return raw
+    return json.dumps({**body, "model": model}, separators=(",", ":")).encode()
+
+
 class Dispatcher:
     """Sends a decided request to its chain of tiers and relays the answer."""
 
-    def __init__(self, session: aiohttp.ClientSession, metrics: RouterMetrics) -> None:
-        self.session = session
+    def __init__(self, pool: UpstreamPool, metrics: RouterMetrics) -> None:
+        self.pool = pool
         self.metrics = metrics
-
-    def _headers(self, state: RouterState, tier: TierConfig, request: web.Request) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": request.headers.get("Accept", "*/*")}
-        key = state.api_keys.get(tier.name)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
 
     async def serve(
         self,
@@ -83,26 +113,32 @@ class Dispatcher:
         stream: bool,
         started: float,
         input_estimate: int,
+        raw: bytes | None = None,
     ) -> web.StreamResponse:
-        """Try each tier of the decision's chain; relay the first answer; OpenAI error when all fail."""
+        """Try each tier of the decision's chain; relay the first answer; OpenAI error when all fail.
+
+        `raw` is the client's body exactly as received when `body` is unchanged (no redaction), so a tier whose
+        model the client already named gets it without a re-serialisation.
+        """
         config = state.config
-        triggers = set(config.fallback.on)
+        triggers = config.fallback.on
         failures: list[tuple[str, AttemptFailure]] = []
         previous: str | None = None
         route = decision.route or "none"
+        accept = request.headers.get("Accept", "*/*")
         for tier_name in decision.chain:
-            tier = config.tier(tier_name)
-            assert tier is not None
-            breaker = breaker_for(state, tier)
+            upstream = state.upstreams[tier_name]
+            breaker = upstream.breaker
+            series = self.metrics.tier(tier_name)
             if not breaker.allow():
                 failures.append((tier_name, AttemptFailure(FallbackTrigger.CONNECT, "circuit_open", "circuit open")))
-                self.metrics.circuit.labels(tier_name).set(breaker.state)
+                series.circuit.set(breaker.state)
                 continue
             if previous is not None:
                 last = failures[-1][1]
-                self.metrics.fallbacks.labels(previous, tier_name, last.trigger.value if last.trigger else "none").inc()
+                trigger = last.trigger.value if last.trigger else "none"
+                self.metrics.fallbacks_by(previous, tier_name, trigger).inc()
             previous = tier_name
-            upstream_body = {**body, "model": tier.model}
             headers_out = {
                 "x-tiered-tier": tier_name,
                 "x-tiered-route": decision.route or "",
@@ -110,35 +146,37 @@ class Dispatcher:
             }
             if failures:
                 headers_out["x-tiered-fallback-from"] = ",".join(n for n, _ in failures)
-            self.metrics.in_flight.labels(tier_name).inc()
+            data = _upstream_bytes(body, raw, upstream.tier.model)
+            series.in_flight.inc()
             settled = False
             try:
                 resp = await self._attempt(
-                    request, state, tier, upstream_body, path, stream, headers_out, started, route, input_estimate
+                    request, state, upstream, data, path, stream, accept, headers_out, started, route, input_estimate
                 )
             except AttemptFailure as failure:
                 settled = True
                 breaker.record_failure()
-                self.metrics.circuit.labels(tier_name).set(breaker.state)
-                self.metrics.upstream_errors.labels(tier_name, failure.kind).inc()
+                series.circuit.set(breaker.state)
+                self.metrics.upstream_errors_by(tier_name, failure.kind).inc()
                 log.warning("tier %s failed (%s): %s", tier_name, failure.kind, failure.detail)
                 failures.append((tier_name, failure))
                 if failure.trigger is None or failure.trigger not in triggers:
                     break
                 continue
             finally:
-                self.metrics.in_flight.labels(tier_name).dec()
+                series.in_flight.dec()
                 if not settled and breaker.probe_in_flight:
                     # cancelled (client went away) or succeeded: never leave a half-open probe slot taken
                     breaker.probe_in_flight = False
-            breaker.record_success()
-            self.metrics.circuit.labels(tier_name).set(CircuitState.CLOSED)
+            if breaker.failures or breaker.opened_at is not None:
+                breaker.record_success()
+                series.circuit.set(CircuitState.CLOSED)
             return resp
         return self._exhausted(decision, failures, route)
 
     def _exhausted(self, decision: Decision, failures: list[tuple[str, AttemptFailure]], route: str) -> web.Response:
         tier = failures[-1][0] if failures else (decision.tier or "none")
-        self.metrics.requests.labels(tier, route, "failed").inc()
+        self.metrics.requests_by(tier, route, "failed").inc()
         kinds = {f.kind for _, f in failures}
         summary = "; ".join(f"{name}: {f.kind} ({f.detail})" for name, f in failures)
         if kinds <= {"timeout"}:
@@ -162,58 +200,51 @@ class Dispatcher:
         self,
         request: web.Request,
         state: RouterState,
-        tier: TierConfig,
-        body: dict[str, Any],
+        up: Upstream,
+        data: bytes,
         path: str,
         stream: bool,
+        accept: str,
         headers_out: dict[str, str],
         started: float,
         route: str,
         input_estimate: int,
     ) -> web.StreamResponse:
-        cfg = state.config
-        t = tier.timeouts
-        first_byte_s = (cfg.fallback.timeout_ms or t.first_byte_ms) / 1000
-        timeout = aiohttp.ClientTimeout(total=t.total_ms / 1000, sock_connect=t.connect_ms / 1000)
-        url = tier.base_url + path
+        tier = up.tier
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + up.total_s  # totalMs bounds the whole attempt, body or stream included
+        first_byte_s = up.first_byte_s
+        endpoint = up.chat if path == "/chat/completions" else up.completions
         try:
-            upstream = await asyncio.wait_for(
-                self.session.post(
-                    url, data=json.dumps(body), headers=self._headers(state, tier, request), timeout=timeout
-                ),
-                first_byte_s,
-            )
+            async with asyncio.timeout_at(min(loop.time() + first_byte_s, deadline)):
+                upstream = await self.pool.post(endpoint, data, accept, up.connect_s)
         except TimeoutError:
             raise AttemptFailure(
                 FallbackTrigger.TIMEOUT, "timeout", f"no response within {first_byte_s:.3g}s"
             ) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise AttemptFailure(FallbackTrigger.CONNECT, "connect", type(exc).__name__) from None
-        except aiohttp.ClientError as exc:
-            raise AttemptFailure(FallbackTrigger.CONNECT, "connect", type(exc).__name__) from None
+        except UpstreamConnectError as exc:
+            raise AttemptFailure(FallbackTrigger.CONNECT, "connect", str(exc)) from None
         async with upstream:
             if upstream.status >= 500:
                 raise AttemptFailure(FallbackTrigger.SERVER_ERROR, "5xx", f"HTTP {upstream.status}")
             if stream and upstream.status == 200:
                 return await self._relay_stream(
-                    request, state, upstream, tier, headers_out, started, route, input_estimate, first_byte_s
+                    request, state, upstream, tier, headers_out, started, route, input_estimate, first_byte_s, deadline
                 )
             try:
-                raw = await upstream.read()
+                raw = upstream.read_nowait()  # already complete: no timer needed
+                if raw is None:
+                    async with asyncio.timeout_at(deadline):
+                        raw = await upstream.read()
             except TimeoutError:
                 raise AttemptFailure(FallbackTrigger.TIMEOUT, "timeout", "body not complete within totalMs") from None
-            except aiohttp.ClientError as exc:
-                raise AttemptFailure(FallbackTrigger.CONNECT, "protocol", type(exc).__name__) from None
+            except UpstreamProtocolError as exc:
+                raise AttemptFailure(FallbackTrigger.CONNECT, "protocol", str(exc)) from None
         elapsed = time.perf_counter() - started
         outcome = "success" if upstream.status < 400 else "upstream_4xx"
-        usage = None
-        if upstream.status < 400:
-            try:
-                usage = _usage_from(json.loads(raw))
-            except ValueError:
-                usage = None
+        usage = usage_from_body(raw) if upstream.status < 400 else None
         self._account(state, tier, route, outcome, elapsed, elapsed, usage, input_estimate)
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_HEADERS}
+        headers = {k: v for k, v in upstream.headers if k.lower() not in _DROP_HEADERS}
         headers.update(headers_out)
         return web.Response(status=upstream.status, body=raw, headers=headers)
 
@@ -221,28 +252,33 @@ class Dispatcher:
         self,
         request: web.Request,
         state: RouterState,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         tier: TierConfig,
         headers_out: dict[str, str],
         started: float,
         route: str,
         input_estimate: int,
         first_byte_s: float,
+        deadline: float,
     ) -> web.StreamResponse:
-        chunks = upstream.content.iter_any()
+        loop = asyncio.get_running_loop()
         try:
-            first = await asyncio.wait_for(chunks.__anext__(), first_byte_s)
-        except StopAsyncIteration:
-            raise AttemptFailure(FallbackTrigger.SERVER_ERROR, "protocol", "empty stream") from None
+            async with asyncio.timeout_at(min(loop.time() + first_byte_s, deadline)):
+                first = await upstream.read_any()
         except TimeoutError:
             raise AttemptFailure(FallbackTrigger.TIMEOUT, "timeout", "no stream data in time") from None
-        except aiohttp.ClientError as exc:
-            raise AttemptFailure(FallbackTrigger.CONNECT, "protocol", type(exc).__name__) from None
+        except UpstreamProtocolError as exc:
+            raise AttemptFailure(FallbackTrigger.CONNECT, "protocol", str(exc)) from None
+        if not first:
+            raise AttemptFailure(FallbackTrigger.SERVER_ERROR, "protocol", "empty stream")
         resp = web.StreamResponse(status=200)
         resp.content_type = (
             upstream.content_type if upstream.content_type != "application/octet-stream" else ("text/event-stream")
         )
         resp.headers["Cache-Control"] = "no-cache"
+        encoding = upstream.header("content-encoding")
+        if encoding:
+            resp.headers["Content-Encoding"] = encoding
         resp.headers.update(headers_out)
         await resp.prepare(request)
         await resp.write(first)
@@ -251,16 +287,20 @@ class Dispatcher:
         tracker.feed(first)
         outcome = "success"
         try:
-            async for chunk in chunks:  # upstream failures raise here ...
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await upstream.read_any()  # upstream failures raise here ...
+                if not chunk:
+                    break
                 tracker.feed(chunk)
                 try:
                     await resp.write(chunk)  # ... client disconnects here
                 except ConnectionResetError:
                     outcome = "client_closed"
                     break
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamProtocolError, TimeoutError) as exc:
             outcome = "aborted"
-            self.metrics.upstream_errors.labels(tier.name, "protocol").inc()
+            self.metrics.upstream_errors_by(tier.name, "protocol").inc()
             err = {"error": {"message": f"upstream stream broke: {type(exc).__name__}", "type": "api_error",
                              "param": None, "code": "upstream_stream_error"}}  # fmt: skip
             with contextlib.suppress(ConnectionResetError):
@@ -282,22 +322,22 @@ class Dispatcher:
         usage: Usage | None,
         input_estimate: int,
     ) -> None:
-        m = self.metrics
-        m.requests.labels(tier.name, route, outcome).inc()
-        m.latency.labels(tier.name).observe(elapsed)
-        m.ttft.labels(tier.name).observe(ttft)
+        self.metrics.requests_by(tier.name, route, outcome).inc()
+        series = self.metrics.tier(tier.name)
+        series.latency.observe(elapsed)
+        series.ttft.observe(ttft)
         if usage is None:
             usage = Usage(input_estimate, 0)
-        m.tokens.labels(tier.name, "in").inc(usage.prompt_tokens)
-        m.tokens.labels(tier.name, "out").inc(usage.completion_tokens)
+        series.tokens_in.inc(usage.prompt_tokens)
+        series.tokens_out.inc(usage.completion_tokens)
         cost = (
             usage.prompt_tokens * tier.pricing.input_per_1m + usage.completion_tokens * tier.pricing.output_per_1m
         ) / 1e6
-        m.cost.labels(tier.name).inc(cost)
+        series.cost.inc(cost)
         if state is not None:
             pin, pout = state.max_price
             worst = (usage.prompt_tokens * pin + usage.completion_tokens * pout) / 1e6
-            m.avoided.labels(tier.name).inc(max(0.0, worst - cost))
+            series.avoided.inc(max(0.0, worst - cost))
 
 
 class _SseUsage:

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
@@ -25,7 +24,8 @@ from .metrics import RouterMetrics
 from .pii import redact, scan
 from .proxy import Dispatcher
 from .request import BadRequest, classification_text, parse_body, redact_body
-from .state import ConfigHolder
+from .state import ConfigHolder, RouterState
+from .upstream_http import UpstreamPool
 
 log = logging.getLogger("tiered_router")
 
@@ -35,13 +35,23 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 HARD_BODY_CAP = 64 * 1024 * 1024  # aiohttp's own cap; the configured (smaller) limit is enforced per request
 
 
+INLINE_DECISION_S = 0.0005  # decisions cheaper than this on average run on the event loop (see _decide)
+_THREAD_TOKENS = 2048  # prompts at least this long always go to the worker thread when the encoder is neural
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
     """The body, or None when it exceeds `limit` (checked on Content-Length and while reading)."""
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         return None
-    chunks: list[bytes] = []
-    size = 0
     try:
+        if length is not None and "Content-Encoding" not in request.headers:
+            # The common case: one read of exactly Content-Length bytes. A compressed body is decoded while read,
+            # so its decoded size is only known by counting (below).
+            body = await request.read()
+            return body if len(body) <= limit else None
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in request.content.iter_chunked(65536):
             size += len(chunk)
             if size > limit:
@@ -63,13 +73,31 @@ def _decision_headers(decision: Decision) -> dict[str, str]:
     }
 
 
-async def _completion(request: web.Request, kind: str, path: str) -> web.StreamResponse:
+async def _decide(state: RouterState, routing: RoutingRequest) -> Decision:
+    """Run the pipeline inline when it is cheap; hop to a worker thread only for an expensive neural encoder.
+
+    A thread hop costs tens of microseconds and a GIL hand-over, more than a lexical or small-encoder decision
+    itself; a neural encoder that takes milliseconds (numpy releases the GIL) must not stall the loop instead.
+    The running average `state.decision_cost_s` tells the two apart without knowing the encoder.
+    """
+    t0 = time.perf_counter()
+    if state.classifier.encoder.dim > 0 and (
+        state.decision_cost_s > INLINE_DECISION_S or routing.input_tokens >= _THREAD_TOKENS
+    ):
+        decision = await asyncio.to_thread(decide, state.config, state.classifier, routing)
+    else:
+        decision = decide(state.config, state.classifier, routing)
+    spent = time.perf_counter() - t0
+    state.decision_cost_s = 0.9 * state.decision_cost_s + 0.1 * spent
+    return decision
+
+
+async def _completion(app: web.Application, request: web.Request, kind: str, path: str) -> web.StreamResponse:
     started = time.perf_counter()
-    holder = request.app[HOLDER]
-    metrics = request.app[METRICS]
-    state = holder.state
+    state = app[HOLDER].state
     if state is None:
         return error_response(503, "router has no valid config yet", "not_ready")
+    metrics = app[METRICS]
     config = state.config
     try:
         raw = await _read_body(request, config.max_body_bytes)
@@ -87,26 +115,23 @@ async def _completion(request: web.Request, kind: str, path: str) -> web.StreamR
         parsed = parse_body(raw, kind)
     except BadRequest as exc:
         return error_response(400, str(exc), "invalid_request", param=exc.param)
-    pinned = request.headers.get(config.override.header)
     routing = RoutingRequest(
         text=parsed.pii_text or parsed.text,
         model=parsed.model,
-        pinned_tier=pinned,
+        pinned_tier=request.headers.get(config.override.header),
         input_tokens=estimate_tokens(parsed.text),
         route_text=classification_text(parsed),
     )
     t0 = time.perf_counter()
-    if state.classifier.encoder.dim > 0:
-        # A neural encoder costs milliseconds; numpy releases the GIL, so a worker thread keeps the loop serving.
-        decision = await asyncio.to_thread(decide, config, state.classifier, routing)
-    else:
-        decision = decide(config, state.classifier, routing)
+    decision = await _decide(state, routing)
     metrics.decision_latency.observe(time.perf_counter() - t0)
-    metrics.decisions.labels(decision.reason.value, decision.tier or "none").inc()
-    for entity in decision.pii:
-        metrics.pii.labels(entity, config.residency.pii.action.value).inc()
+    metrics.decisions_by(decision.reason.value, decision.tier or "none").inc()
+    if decision.pii:
+        action = config.residency.pii.action.value
+        for entity in decision.pii:
+            metrics.pii_by(entity, action).inc()
     if decision.rejected:
-        metrics.requests.labels("none", decision.route or "none", "rejected").inc()
+        metrics.requests_by("none", decision.route or "none", "rejected").inc()
         return error_response(
             decision.status, decision.message, decision.reason.value, headers=_decision_headers(decision)
         )
@@ -114,17 +139,25 @@ async def _completion(request: web.Request, kind: str, path: str) -> web.StreamR
     if decision.redact:
         entities = config.residency.pii.entities
         body = redact_body(parsed, lambda s: redact(s, scan(s, entities)))
-    return await request.app[DISPATCHER].serve(
-        request, state, decision, body, path, parsed.stream, started, routing.input_tokens
+    return await app[DISPATCHER].serve(
+        request,
+        state,
+        decision,
+        body,
+        path,
+        parsed.stream,
+        started,
+        routing.input_tokens,
+        raw=None if decision.redact else raw,
     )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _completion(request, "chat", "/chat/completions")
+    return await _completion(request.app, request, "chat", "/chat/completions")
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    return await _completion(request, "completion", "/completions")
+    return await _completion(request.app, request, "completion", "/completions")
 
 
 async def models(request: web.Request) -> web.Response:
@@ -187,15 +220,14 @@ def build_app(config_path: Path, poll_seconds: float = 1.0, metrics: RouterMetri
     app[HOLDER] = holder
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60, enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(connector=connector)
-        app[DISPATCHER] = Dispatcher(session, m)
+        pool = UpstreamPool(keepalive_s=60.0)
+        app[DISPATCHER] = Dispatcher(pool, m)
         watcher = asyncio.create_task(holder.watch())
         yield
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        await session.close()
+        pool.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", chat_completions)

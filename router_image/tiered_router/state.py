@@ -18,8 +18,22 @@ from .classify import RouteClassifier
 from .config import ConfigError, RouterConfig, TierConfig, load_config
 from .encoders import load_encoder
 from .metrics import RouterMetrics
+from .upstream_http import Endpoint
 
 log = logging.getLogger("tiered_router")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Per-tier data the dispatcher needs on every request, computed once per config (not per request)."""
+
+    tier: TierConfig
+    breaker: CircuitBreaker
+    chat: Endpoint  # base URL + /chat/completions, request head rendered (Host, Content-Type, Authorization)
+    completions: Endpoint  # base URL + /completions
+    connect_s: float  # connectMs
+    first_byte_s: float  # fallback.timeoutMs, else the tier's firstByteMs
+    total_s: float  # totalMs: the whole attempt, body or stream included
 
 
 @dataclass
@@ -32,6 +46,28 @@ class RouterState:
     api_keys: dict[str, str]
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     max_price: tuple[float, float] = (0.0, 0.0)
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    decision_cost_s: float = 0.0
+    """Running average of the decision pipeline's duration, so a cheap classifier runs inline on the loop and
+    only an expensive one pays for a worker-thread hop (server.py)."""
+
+
+def _upstream(config: RouterConfig, tier: TierConfig, breaker: CircuitBreaker, key: str | None) -> Upstream:
+    headers = {"Content-Type": "application/json"}
+    if key and key.isascii() and key.isprintable():
+        headers["Authorization"] = f"Bearer {key}"
+    elif key:
+        log.warning("tier %s: the API key file holds characters a header cannot carry; key not sent", tier.name)
+    t = tier.timeouts
+    return Upstream(
+        tier=tier,
+        breaker=breaker,
+        chat=Endpoint.from_url(tier.base_url + "/chat/completions", headers),
+        completions=Endpoint.from_url(tier.base_url + "/completions", headers),
+        connect_s=t.connect_ms / 1000,
+        first_byte_s=(config.fallback.timeout_ms or t.first_byte_ms) / 1000,
+        total_s=t.total_ms / 1000,
+    )
 
 
 def read_api_keys(config: RouterConfig) -> dict[str, str]:
@@ -63,13 +99,16 @@ def build_state(config: RouterConfig, text: str, previous: RouterState | None = 
         else:
             breakers[key] = CircuitBreaker(cb.failure_threshold, cb.open_seconds)
     max_price = max(((t.pricing.input_per_1m, t.pricing.output_per_1m) for t in config.tiers), key=sum)
+    api_keys = read_api_keys(config)
+    upstreams = {t.name: _upstream(config, t, breakers[_breaker_key(t)], api_keys.get(t.name)) for t in config.tiers}
     return RouterState(
         config=config,
         classifier=classifier,
         config_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
-        api_keys=read_api_keys(config),
+        api_keys=api_keys,
         breakers=breakers,
         max_price=max_price,
+        upstreams=upstreams,
     )
 
 

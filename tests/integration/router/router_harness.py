@@ -7,6 +7,7 @@ hypothesis-driven fuzzing — talk to the servers over real sockets without bloc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -85,6 +86,17 @@ class Servers:
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(config))
         tmp.replace(self.config_path)  # atomic, like a ConfigMap symlink swap
+        return config
+
+    def apply_config(self, timeout: float = 10, **overrides: Any) -> dict[str, Any]:
+        """Write a (valid) config and wait until the router serves it: no fixed sleep racing the reload poll."""
+        config = self.write_config(**overrides)
+        expected = hashlib.sha256(self.config_path.read_text().encode()).hexdigest()[:16]
+        deadline = time.monotonic() + timeout
+        while self.config_hash() != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError("router did not apply the new config")
+            time.sleep(0.02)
         return config
 
     def config_hash(self) -> str:

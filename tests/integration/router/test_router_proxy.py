@@ -79,8 +79,7 @@ def test_fallback_on_5xx_goes_to_the_next_allowed_tier(servers: Servers) -> None
 
 
 def test_fallback_on_timeout_before_first_byte(servers: Servers) -> None:
-    servers.write_config(fallback={"timeoutMs": 300, "retries": 1})
-    time.sleep(0.3)
+    servers.apply_config(fallback={"timeoutMs": 300, "retries": 1})
     servers.cloud.delay_s = 5.0
     started = time.perf_counter()
     r = servers.chat("legal analyse", stream=True)
@@ -113,8 +112,7 @@ def test_all_tiers_failing_gives_openai_error_with_status(servers: Servers) -> N
 
 
 def test_all_tiers_timing_out_is_504(servers: Servers) -> None:
-    servers.write_config(fallback={"timeoutMs": 200, "retries": 1})
-    time.sleep(0.3)
+    servers.apply_config(fallback={"timeoutMs": 200, "retries": 1})
     servers.cloud.delay_s = servers.slm.delay_s = 1.0
     r = servers.chat("legal analyse")
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
@@ -128,8 +126,7 @@ def test_all_tiers_unreachable_is_503(servers: Servers) -> None:
 
 
 def test_circuit_breaker_stops_calling_a_failing_upstream(servers: Servers) -> None:
-    servers.write_config(circuitBreaker={"failureThreshold": 2, "openSeconds": 60})
-    time.sleep(0.3)
+    servers.apply_config(circuitBreaker={"failureThreshold": 2, "openSeconds": 60})
     servers.cloud.status = 500
     for _ in range(4):
         assert servers.chat("legal analyse").headers["x-tiered-tier"] == "slm"
@@ -146,8 +143,7 @@ def test_restricted_pii_stays_local_and_never_reaches_cloud(servers: Servers) ->
 
 
 def test_redact_in_unrestricted_namespace_sends_only_redacted_text_to_cloud(servers: Servers) -> None:
-    servers.write_config(residency={"namespaceClass": "unrestricted", "pii": {"action": "redact"}})
-    time.sleep(0.3)
+    servers.apply_config(residency={"namespaceClass": "unrestricted", "pii": {"action": "redact"}})
     r = servers.chat("legal analyse card 4111 1111 1111 1111 for me")
     assert r.status_code == 200 and r.headers["x-tiered-tier"] == "cloud"
     (text,) = servers.cloud.texts()
@@ -155,8 +151,7 @@ def test_redact_in_unrestricted_namespace_sends_only_redacted_text_to_cloud(serv
 
 
 def test_pii_reject_action_is_400_and_nothing_is_dispatched(servers: Servers) -> None:
-    servers.write_config(residency={"namespaceClass": "restricted", "pii": {"action": "reject"}})
-    time.sleep(0.3)
+    servers.apply_config(residency={"namespaceClass": "restricted", "pii": {"action": "reject"}})
     r = servers.chat("hello my ssn is 123-45-6789")
     assert r.status_code == 400 and r.json()["error"]["code"] == "PiiRejected"
     assert servers.slm.received == [] and servers.cloud.received == []
@@ -188,8 +183,7 @@ def test_unknown_path_and_method_are_openai_errors(servers: Servers) -> None:
 
 
 def test_body_over_the_limit_is_413(servers: Servers) -> None:
-    servers.write_config(maxBodyBytes=4096)
-    time.sleep(0.3)
+    servers.apply_config(maxBodyBytes=4096)
     r = servers.chat("hello " + "x" * 5000)
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
 
