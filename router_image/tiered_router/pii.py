@@ -120,10 +120,22 @@ def ssn_valid(candidate: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+_DOTTED_QUAD = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
+
+
 def ip_valid(candidate: str) -> bool:
-    """A syntactically valid IPv4 or IPv6 address (zone index allowed)."""
+    """A syntactically valid IPv4 or IPv6 address (zone index allowed): what `ipaddress.ip_address` accepts.
+
+    Two shortcuts give `ipaddress`'s answer without its exception (a few µs each, and prose with times such as
+    12:30:45 or C++'s `std::` produces many candidates): a dotted quad is valid when no octet exceeds 255 or has a
+    leading zero; a string with ':' but no '::' is IPv6 only with exactly 8 groups (7 colons)."""
+    addr = candidate.split("%", 1)[0]
+    if _DOTTED_QUAD.fullmatch(addr):
+        return all(int(o) <= 255 and (len(o) == 1 or o[0] != "0") for o in addr.split("."))
+    if ":" in addr and "::" not in addr and addr.count(":") != 7:
+        return False
     try:
-        ipaddress.ip_address(candidate.split("%", 1)[0])
+        ipaddress.ip_address(addr)
     except ValueError:
         return False
     return True
@@ -202,28 +214,152 @@ PRIORITY: tuple[PiiEntity, ...] = (
 )
 
 
+# --- where a match can start ---------------------------------------------------------------------------------
+#
+# `pattern.finditer(text)` tries a match at every position; for these patterns (lookbehinds, optional groups and
+# alternations up front) Python's `re` cannot skip ahead, so each pattern cost 0.14-1.4 ms on a 2,000-token prompt.
+# Instead each entity lists the positions where a match *could* start (a superset, found by fast literal searches or
+# one shared single-pass regex), and the unchanged pattern is tried there with `pattern.match(text, pos)`, which
+# sees the same lookbehind context as `finditer`. Walking the candidates in order and resuming after each match is
+# exactly what `finditer` does, so the matches are the same; only the positions where no match can start are
+# skipped. tests/unit/router/test_router_pii_equivalence.py holds the pre-candidate scanner and compares.
+
 _ANY_DIGIT = re.compile(r"[0-9]")
 _NEEDS_DIGIT = frozenset(
     {PiiEntity.IBAN, PiiEntity.CREDIT_CARD, PiiEntity.US_SSN, PiiEntity.IP_ADDRESS, PiiEntity.PHONE}
 )
+
+# One pass over the text for the digit entities. A card, SSN or phone match starts at '+', '(' or a digit not
+# preceded by a digit, and holds at least 7 digits with at most one separator between two of them (a card 13, an
+# SSN 9, a phone 7 after its optional '+cc'/'(area)' part). An IBAN's first digit follows exactly two letters that
+# start a word; group 1 marks that digit (the IBAN starts 2 characters earlier). Leading with a character class
+# lets `re` jump from one [0-9+(] to the next without trying the rest of the pattern elsewhere.
+_NUMERIC_STARTS = re.compile(
+    r"[0-9+(](?<![0-9][0-9+(])"
+    r"(?:(?<=\b[A-Za-z]{2}[0-9])())?"
+    r"(?:(?<=[0-9])(?=(?:[ .\-]?[0-9]){6})|(?<=[+(])(?=[0-9])|(?<=\b[A-Za-z]{2}[0-9]))"
+)
+# IPv4: the first '.' is followed by the other three octets; the match starts where the 1-3 digits before it do.
+_IPV4_DOT = re.compile(r"\.(?=[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9.]))")
+# IPv6: at least two ':' in the first `(hex{0,4}:){2}`; the match starts where the hex digits before the first do.
+_IPV6_COLON = re.compile(r":(?=[0-9A-Fa-f]{0,4}:)")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_DIGITS = frozenset("0123456789")
+# API keys: every alternative begins with one of these (case-sensitive) literals ...
+# (shortened where that means fewer searches: "gh" stands for "gh[pousr]_", "xox" for "xox[abposr]-").
+_API_LITERALS = ("sk-", "gh", "github_pat_", "xox", "AKIA", "ASIA", "AIza", "glpat-", "eyJ")
+# ... or, case-insensitively, with one of these words. `re`'s IGNORECASE also equates 's' with U+017F (long s) and
+# 'i' with U+0131 (dotless i) and U+0130 (dotted capital I), which `str.lower` does not; they are mapped first (1:1,
+# so offsets hold; U+0130 is the only character whose `lower()` is longer than one character).
+_API_WORDS = ("bearer", "api", "access", "secret", "client", "passw", "token")
+_IGNORECASE_EXTRA = str.maketrans({"\u017f": "s", "\u0131": "i", "\u0130": "i"})
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.-")
+
+
+def _find_all(text: str, needle: str, out: list[int]) -> None:
+    i = text.find(needle)
+    while i != -1:
+        out.append(i)
+        i = text.find(needle, i + 1)
+
+
+def _api_key_starts(text: str) -> list[int]:
+    starts: list[int] = []
+    for lit in _API_LITERALS:
+        _find_all(text, lit, starts)
+    folded = text.lower() if text.isascii() else text.translate(_IGNORECASE_EXTRA).lower()
+    for word in _API_WORDS:
+        _find_all(folded, word, starts)
+    return sorted(starts)
+
+
+def _ip_starts(text: str) -> list[int]:
+    starts: list[int] = []
+    for m in _IPV4_DOT.finditer(text):
+        s = m.start()
+        while s > 0 and text[s - 1] in _DIGITS:
+            s -= 1
+        starts.append(s)
+    for m in _IPV6_COLON.finditer(text):
+        s = m.start()
+        while s > 0 and text[s - 1] in _HEX:
+            s -= 1
+        starts.append(s)
+    return sorted(starts)
+
+
+def _numeric_starts(text: str) -> tuple[list[int], list[int]]:
+    """(starts for card/SSN/phone, starts for IBAN)."""
+    numeric: list[int] = []
+    iban: list[int] = []
+    for m in _NUMERIC_STARTS.finditer(text):
+        numeric.append(m.start())
+        if m.start(1) != -1:
+            iban.append(m.start() - 2)
+    return numeric, iban
+
+
+def _matches_at(pattern: re.Pattern[str], text: str, starts: list[int]) -> list[re.Match[str]]:
+    """`pattern.finditer(text)`, given every position where a match can start (sorted; extra positions are fine)."""
+    out: list[re.Match[str]] = []
+    pos = 0
+    for s in starts:
+        if s < pos:
+            continue
+        m = pattern.match(text, s)
+        if m is not None:
+            out.append(m)
+            pos = m.end()  # never empty: every pattern consumes at least one character
+    return out
+
+
+def _email_matches(pattern: re.Pattern[str], text: str) -> list[re.Match[str]]:
+    """`pattern.finditer(text)` for the email pattern: the local part is a run of `_EMAIL_LOCAL` ending at an '@'
+    ('@' is not in it), so the leftmost possible start is that run's start, clipped to where the search resumes;
+    the match at any later start of the same run succeeds or fails with it (same '@', same domain)."""
+    out: list[re.Match[str]] = []
+    pos = 0
+    at = text.find("@")
+    while at != -1:
+        s = at
+        while s > pos and text[s - 1] in _EMAIL_LOCAL:
+            s -= 1
+        if s < at:
+            m = pattern.match(text, s)
+            if m is not None:
+                out.append(m)
+                pos = m.end()
+        at = text.find("@", at + 1)
+    return out
 
 
 def scan(text: str, entities: Iterable[PiiEntity]) -> list[Finding]:
     """Findings in the normalised `text` for the requested entity kinds, non-overlapping, in text order."""
     wanted = set(entities)
     norm = normalize(text)
-    # Cheap gates: most prompts have no '@' and many no digit, so most patterns need not run at all.
+    # Cheap gates: most prompts have no '@' and many no digit, so most entities need no work at all.
     has_digit = _ANY_DIGIT.search(norm) is not None
-    has_at = "@" in norm
+    numeric: list[int] | None = None
+    iban_starts: list[int] = []
     taken: list[tuple[int, int]] = []
     found: list[Finding] = []
     for entity in PRIORITY:
         if entity not in wanted:
             continue
-        if (entity is PiiEntity.EMAIL and not has_at) or (entity in _NEEDS_DIGIT and not has_digit):
+        if (entity is PiiEntity.EMAIL and "@" not in norm) or (entity in _NEEDS_DIGIT and not has_digit):
             continue
         pattern, check = _PATTERNS[entity]
-        for m in pattern.finditer(norm):
+        if entity is PiiEntity.EMAIL:
+            matches = _email_matches(pattern, norm)
+        elif entity is PiiEntity.API_KEY:
+            matches = _matches_at(pattern, norm, _api_key_starts(norm))
+        elif entity is PiiEntity.IP_ADDRESS:
+            matches = _matches_at(pattern, norm, _ip_starts(norm))
+        else:
+            if numeric is None:
+                numeric, iban_starts = _numeric_starts(norm)
+            matches = _matches_at(pattern, norm, iban_starts if entity is PiiEntity.IBAN else numeric)
+        for m in matches:
             start, end = m.span()
             if entity is PiiEntity.IBAN:
                 end = start + _iban_prefix(m.group(0))
