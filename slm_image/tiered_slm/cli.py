@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,10 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-id", help="name in /v1/models and responses (default: file name)")
     serve.add_argument("--drain-timeout", type=float, default=30.0,
                        help="seconds to let admitted requests finish after SIGTERM")
+    serve.add_argument("--stream-interval-ms", type=float, default=20.0,
+                       help="after the first token, write streamed text every this many ms (the tokens of an "
+                            "interval go out in one write, one SSE event each); 0 = a write per token")
+    serve.add_argument("--prefix-cache", choices=["on", "off"], default="on",
+                       help="reuse the KV cache of the prompt prefix shared with the previous request (off: every "
+                            "prompt evaluated from scratch, so greedy output never depends on earlier requests)")
+    serve.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                       help="auto = uvloop when installed (it wakes the loop without handing the GIL over; "
+                            "see docs/slm.md), else asyncio's")
     serve.add_argument("--speculative", choices=["off", "prompt-lookup", "draft"], default="off")
     serve.add_argument("--draft-model", type=Path, help="draft GGUF (same vocabulary) for --speculative draft")
     serve.add_argument("--draft-tokens", type=_positive, default=8, help="tokens proposed per step")
     serve.add_argument("--ngram", type=_positive, default=3, help="longest n-gram for prompt lookup")
+    serve.add_argument("--speculative-verify", choices=["exact", "batched"], default="exact",
+                       help="greedy requests: exact = identical to plain decoding (no speedup); batched = one "
+                            "llama.cpp call per proposal (faster; near-ties may differ on K-quants)")
 
     prepare = commands.add_parser("prepare", help="fetch, verify and quantize only (for an init container)")
     _add_model_arguments(prepare)
@@ -146,11 +159,13 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
         num_tokens=getattr(args, "draft_tokens", 8),
         max_ngram=getattr(args, "ngram", 3),
         draft_model=getattr(args, "draft_model", None),
+        verify=getattr(args, "speculative_verify", "exact"),
     )
     return ModelOptions(
         source=args.model, sha256=args.sha256, quantize=args.quantize, n_ctx=getattr(args, "ctx", 4096),
         threads=args.threads, batch=getattr(args, "batch", 512), cache_dir=args.cache_dir,
         pvc_root=args.pvc_root, model_id=getattr(args, "model_id", None), speculative=speculative,
+        prefix_cache=getattr(args, "prefix_cache", "on") == "on",
     )
 
 
@@ -161,13 +176,14 @@ async def _serve(args: argparse.Namespace) -> int:
     from tiered_slm.server import SlmServer, report_line, run_until_stopped
 
     options = _model_options(args)
-    server = SlmServer(queue_size=args.queue_size)
+    server = SlmServer(queue_size=args.queue_size, stream_interval_s=max(0.0, args.stream_interval_ms) / 1000)
     runner = web.AppRunner(server.app(), handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else args.port
-    log.info("listening on http://%s:%d (healthz now, readyz after load and warm-up)", args.host, port)
+    log.info("listening on http://%s:%d (healthz now, readyz after load and warm-up; event loop %s)", args.host,
+             port, type(asyncio.get_running_loop()).__module__)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -220,13 +236,33 @@ def _make_test_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``--event-loop`` (None: asyncio's default loop).
+
+    With asyncio's loop, every token the worker thread hands over wakes the loop through a socket write that
+    releases the GIL; the loop thread takes it and the worker then waits for the loop's whole turn before it can
+    start the next llama.cpp step (a few % of decode speed). uvloop's wake-up keeps the GIL, so the loop runs
+    while the worker is inside llama.cpp.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(args))
+            with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
+                return runner.run(_serve(args))
         if args.command == "prepare":
             return _prepare(args)
         return _make_test_model(args)

@@ -14,9 +14,11 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tiered_slm.speculative import CountingProposer
 
@@ -122,20 +124,30 @@ class TokenChannel:
 
     A plain ``call_soon_threadsafe`` per token costs a loop wake-up per token; here, when the HTTP side lags,
     tokens accumulate and are written together, so the server keeps up with the model instead of the reverse.
+
+    ``min_interval_s`` (``--stream-interval-ms``) turns the hand-off around after the first text: the worker
+    only queues, and the loop collects what is queued every ``min_interval_s`` (a timer), so no token waits
+    longer than that and the loop's per-write work is shared by the tokens of an interval. The first text and
+    the final event still wake the loop at once (time to first token and the end are never held back).
+    ``text_wakes=False`` (non-streamed responses, which only need the end) polls from the start.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, min_interval_s: float = 0.0, *,
+                 text_wakes: bool = True) -> None:
         self._loop = loop
         self._events: deque[StreamEvent] = deque()
         self._lock = threading.Lock()
         self._wakeup = asyncio.Event()
         self._wake_pending = False
+        self._min_interval_s = min_interval_s
+        # Once set, text no longer wakes the loop: its timer collects (with an interval, after the first text).
+        self._polling = not text_wakes and min_interval_s > 0
 
     def put(self, event: StreamEvent) -> None:
         """Called from the worker thread."""
         with self._lock:
             self._events.append(event)
-            if self._wake_pending:
+            if self._wake_pending or (self._polling and isinstance(event, TextDelta)):
                 return
             self._wake_pending = True
         self._loop.call_soon_threadsafe(self._wakeup.set)
@@ -143,26 +155,123 @@ class TokenChannel:
     async def get_batch(self) -> list[StreamEvent]:
         """Wait for at least one event and return all that are queued."""
         while True:
-            await self._wakeup.wait()
+            timer = self._loop.call_later(self._min_interval_s, self._wakeup.set) if self._polling else None
+            try:
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
             with self._lock:
                 self._wakeup.clear()
                 self._wake_pending = False
                 batch = list(self._events)
                 self._events.clear()
+                if self._min_interval_s > 0 and any(isinstance(event, TextDelta) for event in batch):
+                    self._polling = True
             if batch:
                 return batch
 
 
-class Engine:
-    """A loaded model plus the generation loop. Not thread-safe: one worker thread per Engine."""
+class ProposalTracker:
+    """Sequential verification's bookkeeping: which proposal is being checked, and when to ask for the next.
 
-    def __init__(self, llm: Llama, model_id: str, proposer: CountingProposer | None = None) -> None:
+    A proposal stays open while the generated tokens agree with it; the first disagreement, or its last token
+    agreeing, closes it, and the next one is asked for (as after a batched verification step).
+    """
+
+    def __init__(self) -> None:
+        self.proposal: list[int] = []
+        self.checked = 0
+
+    def needs_proposal(self, token: int) -> bool:
+        """Record the token just generated; True when a new proposal should be made."""
+        if self.checked < len(self.proposal) and self.proposal[self.checked] == token:
+            self.checked += 1
+            return self.checked >= len(self.proposal)
+        return True
+
+    def start(self, proposal: Sequence[int]) -> None:
+        self.proposal, self.checked = [int(token) for token in proposal], 0
+
+
+def reuse_cached_prefix(llm: Llama, prompt: Sequence[int]) -> list[int]:
+    """Keep the KV cache of the longest prefix ``prompt`` shares with what is cached; return what is left to
+    evaluate (at least one token, whose logits start the generation), as ``Llama.generate`` does."""
+    cached = llm.input_ids[: llm.n_tokens]
+    limit = min(len(cached), len(prompt) - 1)
+    reuse = 0
+    if limit > 0:
+        differs = np.flatnonzero(cached[:limit] != np.asarray(prompt[:limit], dtype=cached.dtype))
+        reuse = int(differs[0]) if len(differs) else limit
+    if reuse > 0 and llm._ctx.kv_cache_seq_rm(-1, reuse, -1):
+        llm.n_tokens = reuse
+        return list(prompt[reuse:])
+    llm.reset()
+    return list(prompt)
+
+
+def greedy_tokens(llm: Llama, prompt: Sequence[int], params: SamplingParams,
+                  proposer: CountingProposer | None = None, *,
+                  prefix_cache: bool = True) -> Generator[int, None, None]:
+    """Greedy decoding computed the same way with or without speculation.
+
+    llama.cpp's CPU kernels give slightly different logits for a token evaluated alone and inside a batch
+    (K-quants: up to ~0.36), so a greedy choice at a near-tie depends on how tokens were grouped into llama.cpp
+    calls. Here the grouping never depends on a proposer: the prompt (or its part not already in the KV cache)
+    in one evaluation with logits for its last position only, as in a model loaded without ``logits_all``, then
+    one token per call. A proposer, when present, is verified against those same single-token steps (sequential
+    verification): its acceptance is measured, but it cannot change a token, and it saves no model calls.
+
+    ``prefix_cache=False`` evaluates every prompt from an empty KV cache: the output is then a pure function of
+    the request, whereas a reused prefix carries the numerics of how earlier requests were grouped.
+    """
+    llm._sampler = llm._init_sampler(  # what Llama.generate builds, so penalties behave identically
+        top_k=params.top_k, top_p=params.top_p, min_p=params.min_p, typical_p=1.0, temp=params.temperature,
+        repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
+        presence_penalty=params.presence_penalty, tfs_z=1.0, mirostat_mode=0, mirostat_tau=5.0, mirostat_eta=0.1,
+        penalize_nl=True, logits_processor=None, grammar=None)
+    if prefix_cache:
+        pending = reuse_cached_prefix(llm, prompt)
+    else:
+        llm.reset()
+        pending = list(prompt)
+    logits_all = llm._logits_all
+    llm._logits_all = False  # as a model loaded without logits_all: the output head sees the last row only
+    try:
+        llm.eval(pending)
+    finally:
+        llm._logits_all = logits_all
+    history = list(prompt)
+    tracker = ProposalTracker()
+    while True:
+        token = llm.sample(idx=None)
+        yield token
+        history.append(token)
+        if proposer is not None and tracker.needs_proposal(token):
+            tracker.start(proposer(np.array(history, dtype=np.intc)).tolist())
+        llm.eval([token])
+
+
+class Engine:
+    """A loaded model plus the generation loop. Not thread-safe: one worker thread per Engine.
+
+    Greedy requests (temperature 0) go through :func:`greedy_tokens`, so their output is identical with and
+    without speculation. Sampled requests use ``Llama.generate``: with a proposer, batched verification (one
+    llama.cpp call per proposal). ``batched_greedy`` sends greedy requests there too: faster with a good
+    proposer, but then greedy output may differ from plain decoding at near-ties (see docs/slm.md).
+    ``prefix_cache=False`` evaluates every prompt from scratch (deterministic across request histories).
+    """
+
+    def __init__(self, llm: Llama, model_id: str, proposer: CountingProposer | None = None, *,
+                 batched_greedy: bool = False, prefix_cache: bool = True) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.llm = llm
         self.model_id = model_id
         self.proposer = proposer
+        self.batched_greedy = batched_greedy
+        self.prefix_cache = prefix_cache
         self.n_ctx = llm.n_ctx()
         self._vocab = llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
@@ -192,6 +301,17 @@ class Engine:
     def _is_end_of_generation(self, token: int) -> bool:
         return bool(self._is_eog(self._vocab, token))
 
+    def _tokens(self, job: GenerationJob) -> Generator[int, Any, None]:
+        params = job.params
+        if params.temperature <= 0 and not self.batched_greedy:
+            return greedy_tokens(self.llm, job.prompt_tokens, params, self.proposer, prefix_cache=self.prefix_cache)
+        if not self.prefix_cache:
+            self.llm.reset()
+        return self.llm.generate(
+            job.prompt_tokens, temp=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
+            repeat_penalty=params.repeat_penalty, presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty, reset=True)
+
     def run(self, job: GenerationJob, emit: Callable[[StreamEvent], None]) -> Finished:
         """Generate for ``job`` (blocking), emitting text as it is produced and a Finished event at the end."""
         params = job.params
@@ -203,17 +323,7 @@ class Engine:
         first_token_at: float | None = None
         finish_reason = "length"
         error: str | None = None
-        generator = self.llm.generate(
-            job.prompt_tokens,
-            temp=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            min_p=params.min_p,
-            repeat_penalty=params.repeat_penalty,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            reset=True,
-        )
+        generator = self._tokens(job)
         try:
             if params.max_tokens > 0:
                 for token in generator:

@@ -53,6 +53,7 @@ class ModelOptions:
     pvc_root: Path = DEFAULT_PVC_ROOT
     model_id: str | None = None
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    prefix_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ def load_engine(options: ModelOptions) -> tuple[Engine, ModelReport]:
     llm.draft_model = proposer
     load_seconds = time.perf_counter() - started
     model_id = options.model_id or prepared.path.name.removesuffix(".gguf")
-    engine = Engine(llm, model_id=model_id, proposer=proposer)
+    engine = Engine(llm, model_id=model_id, proposer=proposer, batched_greedy=spec.verify == "batched",
+                    prefix_cache=options.prefix_cache)
     quantized = prepared.quantized
     report = ModelReport(
         model_id=model_id,

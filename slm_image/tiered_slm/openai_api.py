@@ -266,3 +266,25 @@ def sse(payload: dict[str, Any] | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"),
                                                               ensure_ascii=False)
     return f"data: {data}\n\n".encode()
+
+
+_TEXT_SLOT = "\ue000tiered-text-slot\ue000"  # a private-use character pair no id or model name contains
+
+
+class DeltaEncoder:
+    """The SSE bytes of one response's text-delta chunks, as ``sse(completion_chunk(...))`` /
+    ``sse(chat_chunk(...))`` would write them, with the part around the text encoded once per response (the
+    per-token work of a stream is then one ``json.dumps`` of a short string)."""
+
+    def __init__(self, ids: ResponseIds, model: str, *, chat: bool) -> None:
+        chunk = chat_chunk(ids, model, {"content": _TEXT_SLOT}, None) if chat else \
+            completion_chunk(ids, model, _TEXT_SLOT, None)
+        event = sse(chunk).decode()
+        slot = json.dumps(_TEXT_SLOT, ensure_ascii=False)
+        if event.count(slot) != 1:
+            raise ValueError("response id or model name contains the text placeholder")
+        before, after = event.split(slot)
+        self._before, self._after = before.encode(), after.encode()
+
+    def encode(self, text: str) -> bytes:
+        return self._before + json.dumps(text, ensure_ascii=False).encode() + self._after

@@ -26,6 +26,7 @@ from tiered_slm.openai_api import (
     ApiError,
     ChatRequest,
     CompletionRequest,
+    DeltaEncoder,
     ResponseIds,
     chat_body,
     chat_chunk,
@@ -47,6 +48,8 @@ _Result = TypeVar("_Result")
 
 
 INLINE_TOKENIZE_CHARS = 8192
+COLLECT_POLL_S = 0.2
+DEFAULT_STREAM_INTERVAL_S = 0.02  # --stream-interval-ms 20: see TokenChannel and docs/slm.md
 
 
 async def off_loop_if_long(function: Callable[[_Arg], _Result], argument: _Arg, size: int | None = None) -> _Result:
@@ -64,8 +67,10 @@ async def off_loop_if_long(function: Callable[[_Arg], _Result], argument: _Arg, 
 class SlmServer:
     """State shared by the handlers: the engine (once loaded), admission, metrics, drain flag."""
 
-    def __init__(self, *, queue_size: int = 16, metrics: SlmMetrics | None = None) -> None:
+    def __init__(self, *, queue_size: int = 16, metrics: SlmMetrics | None = None,
+                 stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S) -> None:
         self.metrics = metrics or SlmMetrics()
+        self.stream_interval_s = stream_interval_s
         self.admission = Admission(capacity=queue_size, workers=1)
         self.engine: Engine | None = None
         self.report: ModelReport | None = None
@@ -228,7 +233,10 @@ class SlmServer:
         """Run ``job`` on the worker thread (the caller holds the slot) and relay its events."""
         self.metrics.queue_wait.observe(time.perf_counter() - arrival)
         loop = asyncio.get_running_loop()
-        channel = TokenChannel(loop)
+        # A non-streamed response only needs the end: its text never wakes the loop (a 0.2 s timer still
+        # notices a client that went away).
+        channel = TokenChannel(loop, self.stream_interval_s) if stream else \
+            TokenChannel(loop, COLLECT_POLL_S, text_wakes=False)
         work = loop.run_in_executor(self.worker, engine.run, job, channel.put)
         try:
             if stream:
@@ -273,6 +281,7 @@ class SlmServer:
                       include_usage: bool, arrival: float, chat: bool) -> web.StreamResponse:
         ids = ResponseIds("chatcmpl" if chat else "cmpl")
         model = engine.model_id
+        deltas = DeltaEncoder(ids, model, chat=chat)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
@@ -297,9 +306,7 @@ class SlmServer:
             done: Finished | None = None
             for event in events:
                 if isinstance(event, TextDelta):
-                    delta = chat_chunk(ids, model, {"content": event.text}, None) if chat else \
-                        completion_chunk(ids, model, event.text, None)
-                    out.append(sse(delta))
+                    out.append(deltas.encode(event.text))
                 else:
                     done = event
             if done is not None:

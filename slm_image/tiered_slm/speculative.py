@@ -28,20 +28,31 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 SpeculativeMode = Literal["off", "prompt-lookup", "draft"]
+VerifyMode = Literal["exact", "batched"]
 
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
-    """How to speculate. ``num_tokens`` is the proposal length per verification step."""
+    """How to speculate. ``num_tokens`` is the proposal length per verification step.
+
+    ``verify`` decides how greedy requests check proposals: ``exact`` one token per llama.cpp call, so the
+    output is token-for-token that of plain decoding on every quantization type (and speculation saves
+    nothing); ``batched`` all proposals in one call, faster when proposals are good, but llama.cpp's CPU kernels
+    round a batch differently from single tokens, so near-ties may flip (K-quants). Sampled requests always
+    verify in a batch.
+    """
 
     mode: SpeculativeMode = "off"
     num_tokens: int = 8
     max_ngram: int = 3
     draft_model: Path | None = None
+    verify: VerifyMode = "exact"
 
     def __post_init__(self) -> None:
         if self.mode == "draft" and self.draft_model is None:
             raise ValueError("speculative mode 'draft' needs a draft model (--draft-model PATH)")
+        if self.verify not in ("exact", "batched"):
+            raise ValueError(f"speculative verify must be 'exact' or 'batched', not {self.verify!r}")
         if self.num_tokens < 1 or self.max_ngram < 1:
             raise ValueError("speculative num_tokens and max_ngram must be at least 1")
 

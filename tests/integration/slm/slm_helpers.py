@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from tiered_slm.engine import Engine
 from tiered_slm.model import ModelOptions, ModelReport, load_engine, warm_up
-from tiered_slm.server import SlmServer
+from tiered_slm.server import DEFAULT_STREAM_INTERVAL_S, SlmServer
 from tiered_slm.speculative import SpeculativeConfig
 
 CTX = 1024
@@ -49,10 +49,11 @@ def load(path: Path, speculative: SpeculativeConfig | None = None, **overrides: 
 
 
 @asynccontextmanager
-async def running_server(engine: Engine, report: ModelReport, queue_size: int = 16) -> AsyncIterator[
+async def running_server(engine: Engine, report: ModelReport, queue_size: int = 16,
+                         stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S) -> AsyncIterator[
         tuple[str, SlmServer]]:
     """A real aiohttp server on 127.0.0.1 (port picked by the OS) serving ``engine``."""
-    server = SlmServer(queue_size=queue_size)
+    server = SlmServer(queue_size=queue_size, stream_interval_s=stream_interval_s)
     server.attach(engine, report)
     http = TestServer(server.app(), host="127.0.0.1", port=0)
     await http.start_server()

@@ -23,11 +23,13 @@ async def wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 6
 
 async def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
         tiny_models: TinyModels, http: aiohttp.ClientSession) -> None:
-    server = start_server_process(["--model", str(tiny_models.q4_k_m), "--ctx", "2560",
+    # The in-flight request must outlast the refusals below: the longest generation the test model's context
+    # allows (4000 tokens, a few seconds on one thread; 2000 once finished first on a loaded machine).
+    server = start_server_process(["--model", str(tiny_models.q4_k_m), "--ctx", "4096",
                                    "--cache-dir", str(tiny_models.q4_k_m.parent / "cache")])
     try:
         await wait_ready(http, server.base_url)
-        max_tokens = 2000
+        max_tokens = 4000
         in_flight = await http.post(f"{server.base_url}/v1/completions",
                                     json={"prompt": "drain", "max_tokens": max_tokens, "stream": True,
                                           "temperature": 0, "ignore_eos": True})

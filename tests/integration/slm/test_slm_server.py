@@ -63,10 +63,12 @@ async def test_greedy_output_is_deterministic_across_requests(
     assert texts[0] == texts[1] and texts[0]
 
 
+@pytest.mark.parametrize("stream_interval_s", [0.0, 30.0])
 async def test_streamed_completion_matches_the_non_streamed_text(
-        q4_engine: tuple[Engine, ModelReport], http: aiohttp.ClientSession) -> None:
+        q4_engine: tuple[Engine, ModelReport], http: aiohttp.ClientSession, stream_interval_s: float) -> None:
+    """Per-token chunks, and with --stream-interval-ms the same chunks (held-back tokens go out together)."""
     request = {"prompt": "Stream me", "max_tokens": 12, **GREEDY}
-    async with running_server(*q4_engine) as (url, _server):
+    async with running_server(*q4_engine, stream_interval_s=stream_interval_s) as (url, _server):
         async with http.post(f"{url}/v1/completions", json=request) as response:
             whole = (await response.json())["choices"][0]["text"]
         async with http.post(f"{url}/v1/completions",

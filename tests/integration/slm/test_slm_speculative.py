@@ -1,4 +1,4 @@
-"""Speculative decoding never changes greedy output, and its acceptance rate is measured."""
+"""Speculative decoding never changes greedy output (on F32, Q8_0 and Q4_K_M), and its acceptance is measured."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from slm_helpers import TinyModels, load, parse_metrics, running_server
+from slm_helpers import CTX, THREADS, TinyModels, load, parse_metrics, running_server
 
 from tiered_slm.engine import Engine, Finished, GenerationJob, SamplingParams
 from tiered_slm.model import load_llama
@@ -16,6 +16,7 @@ PROMPTS = [
     "The quick brown fox jumps over the lazy dog. The quick brown fox",
     "abc abc abc abc abc",
     "In 2024 the the the model said",
+    "The quick brown fox jumps over the lazy cat, and the quick",  # reuses the first prompt's cached prefix
 ]
 
 
@@ -27,29 +28,18 @@ def greedy_tokens(engine: Engine, prompt: str, max_tokens: int = 48) -> tuple[in
     return done.token_ids
 
 
-# llama.cpp's K-quant kernels on this CPU build give logits that depend on how many tokens are evaluated in one
-# batch (bench/slm measures |delta logit| of 0.2-0.36 for Q4_K/Q5_K/Q6_K; F32 ~1e-3; Q8_0 0-0.08, no flips seen).
-# Verification evaluates proposals in a batch, plain decoding one token at a time, so a greedy choice whose
-# top-2 margin is inside that gap may flip. Identity is required exactly for batch-invariant types, and for
-# K-quants up to the first such near-tie.
-BATCH_VARIANT_TYPES = {"Q4_K_M"}
-BATCH_NOISE_LOGITS = 0.75
+ORDERS = [PROMPTS, PROMPTS[::-1], PROMPTS[1:] + PROMPTS[:1]]
 
 
-def assert_identical_or_within_batch_noise(model: Path, prompt: str, plain: tuple[int, ...],
-                                           speculative: tuple[int, ...]) -> None:
-    diverged = next((i for i, (a, b) in enumerate(zip(plain, speculative, strict=True)) if a != b), None)
-    if diverged is None:
-        return
-    llm = load_llama(model, n_ctx=1024, threads=1, logits_all=True)
-    context = llm.tokenize(prompt.encode(), add_bos=False, special=True) + list(plain[:diverged])
-    llm.eval(context)
-    logits = llm.scores[llm.n_tokens - 1]
-    margin = float(logits[plain[diverged]] - logits[speculative[diverged]])
-    # The margin is itself measured with batched numerics, so it may come out slightly negative.
-    assert abs(margin) < BATCH_NOISE_LOGITS, (
-        f"speculative output diverged at token {diverged} where plain decoding was not a near-tie "
-        f"(margin {margin:.3f}): a real bug, not kernel noise")
+def reference_greedy(model: Path, prompt: str, max_tokens: int = 48) -> tuple[int, ...]:
+    """Plain greedy decoding as llama-cpp-python does it on a fresh model (no server code involved)."""
+    llm = load_llama(model, n_ctx=CTX, threads=THREADS)
+    out: list[int] = []
+    for token in llm.generate(llm.tokenize(prompt.encode(), add_bos=False, special=True), temp=0.0, reset=True):
+        out.append(token)
+        if len(out) >= max_tokens:
+            break
+    return tuple(out)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +57,7 @@ def plain_outputs(tiny_models: TinyModels) -> dict[str, dict[str, tuple[int, ...
 def test_speculative_greedy_output_is_token_for_token_identical(
         tiny_models: TinyModels, plain_outputs: dict[str, dict[str, tuple[int, ...]]], quant: str,
         proposer: str) -> None:
+    """Exact identity on every type, K-quants included: greedy verification uses plain decoding's numerics."""
     target = tiny_models.by_type()[quant]
     if proposer == "prompt-lookup":
         config = SpeculativeConfig(mode="prompt-lookup", num_tokens=6, max_ngram=3)
@@ -77,23 +68,46 @@ def test_speculative_greedy_output_is_token_for_token_identical(
     assert report.speculative == config.mode and engine.proposer is not None
     before = engine.proposer.snapshot()
     for prompt in PROMPTS:
-        speculative_tokens = greedy_tokens(engine, prompt)
-        if quant in BATCH_VARIANT_TYPES:
-            assert_identical_or_within_batch_noise(target, prompt, plain_outputs[quant][prompt], speculative_tokens)
-        else:
-            assert speculative_tokens == plain_outputs[quant][prompt], prompt
+        assert greedy_tokens(engine, prompt) == plain_outputs[quant][prompt], prompt
     stats = engine.proposer.snapshot()
     proposed, accepted = stats.proposed - before.proposed, stats.accepted - before.accepted
     assert proposed > 0, "the proposer was never consulted"
     if proposer == "draft-same-model":
-        # The target drafting for itself must have every proposal accepted (bar near-ties on K-quants).
-        if quant in BATCH_VARIANT_TYPES:
-            assert accepted >= 0.95 * proposed
-        else:
-            assert accepted == proposed
+        # The target drafting for itself agrees almost always; the draft reuses its KV prefix across calls
+        # (batched numerics), so a near-tie may still make it propose the other token.
+        assert accepted >= 0.95 * proposed
     if proposer == "prompt-lookup":
         # The prompts repeat themselves, and greedy noise loops: lookups must hit sometimes.
         assert accepted > 0
+
+
+@pytest.mark.parametrize("quant", ["F32", "Q4_K_M"])
+def test_without_prefix_cache_greedy_output_does_not_depend_on_earlier_requests(
+        tiny_models: TinyModels, quant: str) -> None:
+    """A reused KV prefix carries the numerics of how earlier requests were evaluated; with --prefix-cache off
+    every order of requests gives the tokens of plain llama-cpp-python decoding on a fresh model."""
+    path = tiny_models.by_type()[quant]
+    reference = {prompt: reference_greedy(path, prompt) for prompt in PROMPTS}
+    engine, _ = load(path, speculative=SpeculativeConfig(mode="prompt-lookup"), prefix_cache=False)
+    for order in ORDERS:
+        for prompt in order:
+            assert greedy_tokens(engine, prompt) == reference[prompt], (order, prompt)
+
+
+def test_batched_verification_is_available_and_counts_acceptance(tiny_models: TinyModels) -> None:
+    """``verify=batched`` checks proposals in one llama.cpp call (sampled requests always do)."""
+    target = tiny_models.q8_0
+    engine, _ = load(target, speculative=SpeculativeConfig(mode="draft", num_tokens=4, draft_model=target,
+                                                           verify="batched"))
+    assert engine.batched_greedy and engine.proposer is not None
+    tokens = greedy_tokens(engine, PROMPTS[0], max_tokens=32)
+    stats = engine.proposer.snapshot()
+    assert len(tokens) == 32 and stats.proposed > 0 and stats.accepted >= 0.9 * stats.proposed
+    sampled = engine.run(GenerationJob(engine.tokenize_prompt(PROMPTS[1]),
+                                       SamplingParams(max_tokens=16, temperature=0.8, seed=3, ignore_eos=True)),
+                         lambda _event: None)
+    assert sampled.error is None and sampled.completion_tokens == 16
+    assert engine.proposer.snapshot().proposed > stats.proposed
 
 
 def test_draft_model_with_another_vocabulary_is_refused(tiny_models: TinyModels, tmp_path: object) -> None:
@@ -110,10 +124,10 @@ def test_draft_model_with_another_vocabulary_is_refused(tiny_models: TinyModels,
 async def test_speculative_server_matches_plain_server_and_exports_acceptance(
         tiny_models: TinyModels, http: aiohttp.ClientSession, mode: str) -> None:
     request = {"prompt": PROMPTS[0], "max_tokens": 32, "temperature": 0, "ignore_eos": True}
-    plain = load(tiny_models.q8_0)
+    plain = load(tiny_models.q4_k_m)
     config = SpeculativeConfig(mode="prompt-lookup") if mode == "prompt-lookup" else \
-        SpeculativeConfig(mode="draft", draft_model=tiny_models.q8_0, num_tokens=4)
-    speculative = load(tiny_models.q8_0, speculative=config)
+        SpeculativeConfig(mode="draft", draft_model=tiny_models.q4_k_m, num_tokens=4)
+    speculative = load(tiny_models.q4_k_m, speculative=config)
     texts = []
     for engine, report in (plain, speculative):
         async with running_server(engine, report) as (url, _server):
@@ -126,4 +140,4 @@ async def test_speculative_server_matches_plain_server_and_exports_acceptance(
     rate = metrics[f'tiered_slm_speculative_acceptance_rate{{mode="{mode}"}}']
     assert 0.0 <= rate <= 1.0
     if mode == "draft":
-        assert rate == 1.0
+        assert rate >= 0.95

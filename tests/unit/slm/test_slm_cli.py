@@ -9,7 +9,9 @@ from tiered_slm.cli import (
     EXIT_SOURCE,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
+    _model_options,
     build_parser,
+    event_loop_factory,
     exit_code_for,
     main,
 )
@@ -32,8 +34,10 @@ def test_each_start_up_failure_has_its_exit_code(error: Exception, code: int) ->
 
 def test_serve_arguments_are_normalized() -> None:
     args = build_parser().parse_args(["serve", "--model", "pvc://c/m.gguf", "--sha256", "sha256:" + "A" * 64,
-                                      "--quantize", "q4_k_m", "--speculative", "prompt-lookup"])
+                                      "--quantize", "q4_k_m", "--speculative", "prompt-lookup",
+                                      "--speculative-verify", "batched"])
     assert args.sha256 == "a" * 64 and args.quantize == "Q4_K_M" and args.speculative == "prompt-lookup"
+    assert _model_options(args).speculative.verify == "batched"
 
 
 @pytest.mark.parametrize("argv", [["serve", "--model", "m", "--sha256", "nothex"],
@@ -49,3 +53,12 @@ def test_bad_arguments_exit_with_usage_code(argv: list[str]) -> None:
 def test_missing_local_model_exits_with_source_code(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["prepare", "--model", f"{tmp_path}/absent.gguf", "--cache-dir", str(tmp_path)])
     assert code == EXIT_SOURCE
+
+
+def test_event_loop_choice() -> None:
+    import uvloop
+
+    assert event_loop_factory("asyncio") is None
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert build_parser().parse_args(["serve", "--model", "m"]).stream_interval_ms == 20.0

@@ -8,7 +8,11 @@ from tiered_slm.openai_api import (
     ApiError,
     ChatRequest,
     CompletionRequest,
+    DeltaEncoder,
+    ResponseIds,
+    chat_chunk,
     completion_budget,
+    completion_chunk,
     parse_request,
     sampling_params,
     sse,
@@ -86,3 +90,14 @@ def test_template_stops_are_added_to_the_request_stops_once() -> None:
 def test_sse_framing() -> None:
     assert sse("[DONE]") == b"data: [DONE]\n\n"
     assert sse({"a": "é"}) == 'data: {"a":"é"}\n\n'.encode()
+
+
+@pytest.mark.parametrize("chat", [False, True])
+@pytest.mark.parametrize("text", ["", "hello", "quote \" backslash \\ newline \n", "é 漢字 \u2028 \U0001f600",
+                                  "\x00\x1f control", "\ufffd"])
+def test_delta_encoder_writes_the_same_bytes_as_the_generic_chunk(chat: bool, text: str) -> None:
+    ids = ResponseIds("chatcmpl" if chat else "cmpl")
+    model = 'odd "model" name/é'
+    expected = sse(chat_chunk(ids, model, {"content": text}, None) if chat else
+                   completion_chunk(ids, model, text, None))
+    assert DeltaEncoder(ids, model, chat=chat).encode(text) == expected
