@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+# Metadata-only reads (the index audit needs uids, not 1,000 pod templates).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 def _drain(response: Any) -> None:
@@ -190,15 +193,58 @@ class Kube:
         body: dict[str, Any] = json.loads(rsp.data)  # type: ignore[arg-type]  # raw urllib3 response
         return body
 
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
+    def list_uids(self, kind: str) -> set[str]:
+        """uids of every object of `kind` (Deployment, Service, ConfigMap: only those labelled as ours;
+        InferenceTier, RoutingPolicy: all), from one cluster-wide LIST answered with metadata only."""
+        selector = f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY_VALUE}"
+        opts: dict[str, Any] = {"_preload_content": False, "_headers": {"Accept": METADATA_LIST}}
+        rsp: Any
+        if kind == "Deployment":
+            rsp = self.apps.list_deployment_for_all_namespaces(label_selector=selector, **opts)
+        elif kind == "Service":
+            rsp = self.core.list_service_for_all_namespaces(label_selector=selector, **opts)
+        elif kind == "ConfigMap":
+            rsp = self.core.list_config_map_for_all_namespaces(label_selector=selector, **opts)
+        else:
+            plural = {labels.KIND_INFERENCE_TIER: labels.PLURAL_INFERENCE_TIERS,
+                      labels.KIND_ROUTING_POLICY: labels.PLURAL_ROUTING_POLICIES}[kind]  # fmt: skip
+            rsp = self.custom.list_cluster_custom_object(labels.GROUP, labels.VERSION, plural, **opts)
+        items = json.loads(rsp.data).get("items") or []  # raw urllib3 response
+        return {str(item["metadata"]["uid"]) for item in items}
+
+    def uid_of(self, kind: str, namespace: str, name: str) -> str | None:
+        """The uid of the named object, or None when the API server has no such object (metadata-only GET)."""
+        opts: dict[str, Any] = {"_preload_content": False, "_headers": {"Accept": METADATA_ONE}}
+        rsp: Any
+        try:
+            if kind == "Deployment":
+                rsp = self.apps.read_namespaced_deployment(name, namespace, **opts)
+            elif kind == "Service":
+                rsp = self.core.read_namespaced_service(name, namespace, **opts)
+            elif kind == "ConfigMap":
+                rsp = self.core.read_namespaced_config_map(name, namespace, **opts)
+            else:
+                plural = {labels.KIND_INFERENCE_TIER: labels.PLURAL_INFERENCE_TIERS,
+                          labels.KIND_ROUTING_POLICY: labels.PLURAL_ROUTING_POLICIES}[kind]  # fmt: skip
+                rsp = self.custom.get_namespaced_custom_object(
+                    labels.GROUP, labels.VERSION, namespace, plural, name, **opts
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(json.loads(rsp.data)["metadata"]["uid"])  # raw urllib3 response
+
+    def namespace_metadata(self, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The namespace's labels and annotations (residency reads both), empty when it does not exist."""
         try:
             rsp = self.core.read_namespace(namespace, _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
-                return {}
+                return {}, {}
             raise
-        body = json.loads(rsp.data)  # type: ignore[attr-defined]  # raw urllib3 response
-        return dict((body.get("metadata") or {}).get("labels") or {})
+        meta = json.loads(rsp.data).get("metadata") or {}  # type: ignore[attr-defined]  # raw urllib3 response
+        return dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
 
     # -- events ----------------------------------------------------------------------------------------------
 

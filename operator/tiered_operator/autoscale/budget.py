@@ -125,3 +125,12 @@ def budget_exhausted(status: Mapping[str, Any] | None) -> bool:
     """
     conditions: Sequence[Mapping[str, Any]] = (status or {}).get("conditions") or []
     return any(c.get("type") == CONDITION_BUDGET_OK and c.get("status") == "False" for c in conditions)
+
+
+def local_share(local_served: float | None, all_served: float | None) -> str | None:
+    """`status.localShare`: the fraction of the month's answered requests that local tiers served, as a decimal
+    string with two places ("0.73"); None (leave the field as it is) when no request was answered yet."""
+    if all_served is None or all_served <= 0:
+        return None
+    share = min(1.0, max(0.0, (local_served or 0.0) / all_served))
+    return f"{share:.2f}"

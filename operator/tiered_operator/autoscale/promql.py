@@ -40,6 +40,7 @@ class RouterMetricNames:
     cost_usd_total: str = f"{router_metrics.COST_USD}_total"
     avoided_cost_usd_total: str = f"{router_metrics.AVOIDED_USD}_total"
     config_info: str = router_metrics.CONFIG_INFO
+    requests_total: str = f"{router_metrics.REQUESTS}_total"
     label_tier: str = "tier"
     label_policy: str = "policy"
 
@@ -125,6 +126,7 @@ def _policy_counter_increase(
     range_seconds: float,
     namespace_label: str,
     tiers: Sequence[str] | None = None,
+    extra: dict[str, str] | None = None,
 ) -> str:
     """``increase()`` of a router counter over the range, summed over the routers that served ``policy``
     (only the series of ``tiers`` when given).
@@ -134,7 +136,7 @@ def _policy_counter_increase(
     the spend of routers that served the policy earlier in the range and are gone now (rolled pods).
     """
     rng = format_duration(range_seconds)
-    counter_labels = {namespace_label: namespace}
+    counter_labels = {namespace_label: namespace, **(extra or {})}
     ns = _matchers(counter_labels)
     if tiers is not None:
         bad = [t for t in tiers if not _DNS_LABEL.fullmatch(t)]
@@ -168,4 +170,23 @@ def avoided_query(namespace: str, policy: str, range_seconds: float, namespace_l
     """USD the same traffic would have cost on the policy's most expensive tier minus what it did cost."""
     return _policy_counter_increase(
         ROUTER_METRICS.avoided_cost_usd_total, namespace, policy, range_seconds, namespace_label
+    )
+
+
+SERVED_OUTCOME = "success"
+"""The router's `outcome` label value of a request answered by its tier."""
+
+
+def served_query(
+    namespace: str,
+    policy: str,
+    range_seconds: float,
+    tiers: Sequence[str] | None = None,
+    namespace_label: str = "namespace",
+) -> str:
+    """Requests the policy's routers answered successfully over the range (only those of `tiers` when given):
+    the numerator (local tiers) and denominator (all tiers) of `status.localShare`."""
+    return _policy_counter_increase(
+        ROUTER_METRICS.requests_total, namespace, policy, range_seconds, namespace_label, tiers,
+        extra={"outcome": SERVED_OUTCOME},
     )

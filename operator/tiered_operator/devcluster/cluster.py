@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -119,7 +120,29 @@ def _locked(state_dir: Path) -> Iterator[None]:
 # --- processes ---------------------------------------------------------------------------------------------------
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port() -> int:
+    """A free loopback port BELOW the kernel's ephemeral range.
+
+    A port from bind(0) lies inside that range, so between our probe and the component's own bind any outgoing
+    connection on the machine (tests open thousands) may take it: "address already in use" at start-up or at a
+    chaos test's restart. Ports under the range are only ever taken by an explicit bind.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -473,3 +496,29 @@ def stop_component(state_dir: Path, name: str, sig: int = signal.SIGKILL) -> Non
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def start_component(state_dir: Path, name: str, timeout: float = 90) -> bool:
+    """Start one component again after `stop_component` (same ports, data and flags) and wait until it is healthy.
+
+    Unlike `up()` it touches nothing else (no node, CRD or RBAC apply), so a chaos test can time the moment the
+    component is back. Returns False when the component was still running (nothing started). The API server's
+    health needs etcd: start etcd first when both are down.
+    """
+    state_dir = state_dir.resolve()
+    with _locked(state_dir):
+        state = _load_state(state_dir)
+        ports = {k: int(v) for k, v in dict(state.get("ports", {})).items()}  # type: ignore[call-overload]
+        pids = {k: int(v) for k, v in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
+        if name not in ports:
+            raise ValueError(f"{name!r} was never started in {state_dir} (run up() first)")
+        pid = pids.get(name)
+        if pid and _is_ours(pid, state_dir):
+            return False
+        bins = Path(str(state["bin_dir"])) if state.get("bin_dir") else build.ensure_binaries()
+        pki = ensure_pki(state_dir / "pki")
+        pid = _start(name, _argv(name, bins, state_dir, pki, ports), state_dir)
+        pids[name] = pid
+        _save_state(state_dir, {**state, "pids": pids})
+        _wait(name, _health_check(name, pki, ports), pid, state_dir, timeout=timeout)
+        return True

@@ -185,7 +185,7 @@ def evaluate_budget(
     kube: AutoscalerKube,
     now: datetime.datetime,
 ) -> budget_math.BudgetDecision:
-    """Measure one RoutingPolicy's month-to-date spend and write BudgetOK / monthToDateUSD / avoidedUSD."""
+    """Measure one RoutingPolicy's month-to-date spend and write BudgetOK / monthToDateUSD / avoidedUSD / localShare."""
     policy = RoutingPolicy.from_k8s(policy_obj)
     namespace, name = policy.metadata.namespace or "default", policy.metadata.name or ""
     status = dict(policy_obj.get("status") or {})
@@ -193,12 +193,19 @@ def evaluate_budget(
     seconds = budget_math.seconds_into_month(now)
     spend: float | None = None
     avoided: float | None = None
+    share: str | None = None
     metrics_ok = prometheus is not None
     if prometheus is not None:
         try:
             cloud = kube.cloud_tiers(namespace, policy.spec.tiers)
             spend = prometheus.query_scalar(promql.spend_query(namespace, name, seconds, cloud)) if cloud else 0.0
             avoided = prometheus.query_scalar(promql.avoided_query(namespace, name, seconds))
+            local = [t for t in policy.spec.tiers if t not in cloud]
+            served = prometheus.query_scalar(promql.served_query(namespace, name, seconds))
+            served_local = (
+                prometheus.query_scalar(promql.served_query(namespace, name, seconds, local)) if local else 0.0
+            )
+            share = budget_math.local_share(served_local, served)
         except MetricsUnavailableError as exc:
             log.warning("policy %s/%s: %s", namespace, name, exc)
             metrics_ok = False
@@ -216,7 +223,9 @@ def evaluate_budget(
         status.get("conditions"), [condition], generation=generation, now=_rfc3339(now.timestamp())
     )
     slice_: dict[str, Any] = {"conditions": [c for c in merged if c["type"] == budget_math.CONDITION_BUDGET_OK]}
-    for key, value in (("monthToDateUSD", decision.month_to_date_usd), ("avoidedUSD", decision.avoided_usd)):
+    figures = (("monthToDateUSD", decision.month_to_date_usd), ("avoidedUSD", decision.avoided_usd),
+               ("localShare", share))
+    for key, value in figures:
         if value is not None:
             slice_[key] = value
         elif status.get(key) is not None:

@@ -8,7 +8,7 @@ import kopf
 
 from tiered_operator import labels
 from tiered_operator.handlers.runtime import reconciler
-from tiered_operator.handlers.state import Indexes
+from tiered_operator.handlers.state import Indexes, awaiting_finalizer
 from tiered_operator.settings import OperatorSettings
 
 
@@ -16,6 +16,8 @@ from tiered_operator.settings import OperatorSettings
 def routingpolicy_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     spec_tiers = None if kwargs.get("type") == "DELETED" else list(body.get("spec", {}).get("tiers") or [])
     namespace, name = str(body.meta.namespace), str(body.meta.name)
+    if spec_tiers is not None and awaiting_finalizer(body):
+        return  # kopf adds its finalizer now; that patch's event reconciles the policy
     rec = reconciler(memo)
     if spec_tiers is None:
         rec.forget(str(body.meta.uid), labels.PLURAL_ROUTING_POLICIES, namespace, name)
@@ -28,6 +30,9 @@ def routingpolicy_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     labels.PLURAL_ROUTING_POLICIES,
     interval=OperatorSettings.from_env().resync_seconds,
     initial_delay=OperatorSettings.from_env().resync_seconds,
+    idle=OperatorSettings.from_env().resync_seconds,  # a safety net: not while events reconcile the object anyway
 )
 def routingpolicy_resync(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    reconciler(memo).reconcile_policy(Indexes.from_kwargs(kwargs), str(body.meta.namespace), str(body.meta.name))
+    rec, idx = reconciler(memo), Indexes.from_kwargs(kwargs)
+    rec.audit_indexes(idx)  # see inferencetier_resync
+    rec.reconcile_policy(idx, str(body.meta.namespace), str(body.meta.name))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 from tiered_operator import labels
 from tiered_operator.api.inferencetier import InferenceTier
 from tiered_operator.api.routingpolicy import RoutingPolicy
-from tiered_operator.handlers.state import Indexes, KeyedLocks, PendingWrites, TTLCache
+from tiered_operator.handlers.state import IndexedRef, Indexes, KeyedLocks, PendingWrites, TTLCache, stale
 from tiered_operator.kube import Kube
 from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.compare import APPLIED_HASH, needs_apply, with_applied_hash
@@ -73,6 +75,31 @@ def _caught_up(seen: Any, written: Any) -> bool:
     return False
 
 
+def local_children(tier: str) -> tuple[tuple[str, str], ...]:
+    """(kind, name) of the children a local tier owns."""
+    return (
+        ("Deployment", naming.deployment_name(tier)),
+        ("Service", naming.service_name(tier)),
+        ("ConfigMap", naming.router_configmap_name(tier)),
+    )
+
+
+def announce_ready(before: str | None, after: str) -> bool:
+    """Whether a Ready change deserves an Event: it became True, or it changed status after the first report."""
+    if before == after:
+        return False
+    return after == "True" or before is not None
+
+
+def related_tiers(tier: str, policies: Iterable[RoutingPolicy]) -> list[str]:
+    """The tier and every tier of the policies that list it: what its reconcile compiles."""
+    out = [tier]
+    for policy in policies:
+        if tier in policy.spec.tiers:
+            out += policy.spec.tiers
+    return out
+
+
 def _live(body: Mapping[str, Any]) -> bool:
     return not (body.get("metadata") or {}).get("deletionTimestamp")
 
@@ -91,12 +118,20 @@ class Reconciler:
         self._written: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
         self.policy_tiers: dict[tuple[str, str], set[str]] = {}
         """Tiers each policy listed when last seen, so a tier dropped from a policy gets its config updated."""
+        self.reconciles: Counter[str] = Counter()
+        """Reconciles run, by kind (the scale benchmark divides API requests by them)."""
+        self._audit_lock = threading.Lock()
+        self._last_audit = time.monotonic()
 
     # -- observation -------------------------------------------------------------------------------------------
 
-    def namespace_policy(self, namespace: str) -> NamespacePolicy:
-        ns_labels = self.ns_labels.get(namespace, lambda: self.kube.namespace_labels(namespace))
-        return NamespacePolicy.from_labels(ns_labels)
+    def namespace_policy(self, namespace: str, idx: Indexes | None = None) -> NamespacePolicy:
+        """From the namespace watch's index (no request); a GET, cached 2 s, for a namespace not indexed yet."""
+        found = idx.namespace_metadata(namespace) if idx is not None else None
+        if found is None:
+            found = self.ns_labels.get(namespace, lambda: self.kube.namespace_metadata(namespace))
+        ns_labels, ns_annotations = found
+        return NamespacePolicy.from_labels(ns_labels, ns_annotations)
 
     def _parse(self, model: type[ParsedT], body: Mapping[str, Any]) -> ParsedT | None:
         """Parse a body once per resourceVersion (a namespace with 200 tiers is re-read on every reconcile)."""
@@ -123,18 +158,28 @@ class Reconciler:
                 self._parsed.pop((model.__name__, uid), None)
         self._written.pop((plural, namespace, name), None)
 
-    def load(self, idx: Indexes, namespace: str) -> Namespace:
+    def load(
+        self,
+        idx: Indexes,
+        namespace: str,
+        tiers: Callable[[Mapping[str, RoutingPolicy]], Iterable[str]] | None = None,
+    ) -> Namespace:
+        """The namespace's policies, and its tiers: all of them, or only those `tiers(policies)` names (a
+        reconcile of one tier needs that tier and the tiers of the policies listing it, not 1,000 others)."""
         out = Namespace()
-        for name, body in idx.tier_bodies(namespace).items():
-            tier = self._parse(InferenceTier, body) if _live(body) else None
-            if tier is not None:
-                out.tiers[name] = tier
-                out.tier_bodies[name] = body
         for name, body in idx.policy_bodies(namespace).items():
             policy = self._parse(RoutingPolicy, body) if _live(body) else None
             if policy is not None:
                 out.policies[name] = policy
                 out.policy_bodies[name] = body
+        bodies = idx.tier_bodies(namespace)
+        names = list(bodies) if tiers is None else [t for t in dict.fromkeys(tiers(out.policies)) if t in bodies]
+        for name in names:
+            tier_body = bodies[name]
+            tier = self._parse(InferenceTier, tier_body) if _live(tier_body) else None
+            if tier is not None:
+                out.tiers[name] = tier
+                out.tier_bodies[name] = tier_body
         return out
 
     # -- apply -------------------------------------------------------------------------------------------------
@@ -157,8 +202,13 @@ class Reconciler:
             reason, message = "DriftRepaired", f"restored {kind} {name} after an out-of-band change"
         else:
             reason, message = "Updated", f"applied the new desired state of {kind} {name}"
-        self.kube.apply(manifest, why=reason)
+        # Recorded before the request: its watch event may be handled (and clear the entry) before apply returns.
         self.pending.wrote(key, digest)
+        try:
+            self.kube.apply(manifest, why=reason)
+        except Exception:
+            self.pending.observed(key)
+            raise
         if reason != "Created" or kind == "Deployment":
             self.kube.event(owner_body, reason, message)
 
@@ -192,10 +242,14 @@ class Reconciler:
             self._announce(body, existing, cond)
 
     def _announce(self, body: Mapping[str, Any], existing: Mapping[str, Any], cond: Mapping[str, Any]) -> None:
-        """An Event for a meaningful transition: Ready (after the first one), TiersResolved, Stalled=True."""
+        """An Event for a meaningful transition: Ready flipping (not its first False, nor a reason change while
+        not ready: a rollout passes through several), TiersResolved, Stalled=True."""
         type_, status = cond["type"], cond["status"]
-        first = find(existing.get("conditions"), type_) is None
-        if type_ == "Ready" and (status == "True" or not first):
+        old = find(existing.get("conditions"), type_)
+        first = old is None
+        if type_ == "Ready":
+            if not announce_ready(None if old is None else str(old.get("status")), str(status)):
+                return
             warn = False
         elif type_ == "TiersResolved" and (status == "False" or not first):
             warn = status == "False"
@@ -210,26 +264,23 @@ class Reconciler:
     # -- InferenceTier -----------------------------------------------------------------------------------------
 
     def reconcile_tier(self, idx: Indexes, namespace: str, name: str) -> None:
+        """Converge the tier's children, then write its status."""
         with self.locks.get(namespace, "tier", name):
-            ns = self.load(idx, namespace)
+            self.reconciles["tier"] += 1
+            ns = self.load(idx, namespace, lambda policies: related_tiers(name, policies.values()))
             tier = ns.tiers.get(name)
             if tier is None:
                 return
             body = ns.tier_bodies[name]
-            nsp = self.namespace_policy(namespace)
+            nsp = self.namespace_policy(namespace, idx)
             kind = labels.KIND_INFERENCE_TIER
-            observed = {
-                k: idx.child(k, namespace, kind, name, n)
-                for k, n in (
-                    ("Deployment", naming.deployment_name(name)),
-                    ("Service", naming.service_name(name)),
-                    ("ConfigMap", naming.router_configmap_name(name)),
-                )
-            }
+            observed = {k: idx.child(k, namespace, kind, name, n) for k, n in local_children(name)}
             if tier.spec.cloud is not None:
                 obs = self._converge_cloud(tier, body, observed, nsp)
             else:
                 obs = self._converge_local(tier, body, ns, observed, nsp)
+                if any(self.pending.outstanding((kind_, namespace, child)) for kind_, child in local_children(name)):
+                    return  # a child was just written: its watch event reconciles again and reports what it shows
             existing = self.current_status(labels.PLURAL_INFERENCE_TIERS, body)
             status = tier_status(tier, obs, existing, self.settings, now_rfc3339())
             self._report(labels.PLURAL_INFERENCE_TIERS, body, status, TIER_STATUS_KEYS)
@@ -294,12 +345,13 @@ class Reconciler:
 
     def reconcile_policy(self, idx: Indexes, namespace: str, name: str) -> CompiledPolicy | None:
         with self.locks.get(namespace, "policy", name):
-            ns = self.load(idx, namespace)
+            self.reconciles["policy"] += 1
+            ns = self.load(idx, namespace, lambda policies: policies[name].spec.tiers if name in policies else ())
             policy = ns.policies.get(name)
             if policy is None:
                 return None
             body = ns.policy_bodies[name]
-            nsp = self.namespace_policy(namespace)
+            nsp = self.namespace_policy(namespace, idx)
             compiled = compile_policy(policy, ns.tiers, nsp, self.settings)
             observed = idx.child(
                 "ConfigMap", namespace, labels.KIND_ROUTING_POLICY, name, naming.policy_configmap_name(name)
@@ -311,6 +363,57 @@ class Reconciler:
             status = policy_status(policy, compiled, ns.tiers, nsp, observed, existing, now_rfc3339())
             self._report(labels.PLURAL_ROUTING_POLICIES, body, status, POLICY_STATUS_KEYS)
             return compiled
+
+    # -- index audit -------------------------------------------------------------------------------------------
+
+    def audit_indexes(self, idx: Indexes) -> list[IndexedRef]:
+        """Find index entries whose object the API server no longer has, bury them and reconcile their owners.
+
+        kopf's indexes miss deletions made while a watch reconnects (see `Tombstones`). Runs from the resync
+        timers, at most once per resync interval per process: one metadata-only LIST per kind held in the indexes,
+        then a GET to confirm each uid the LIST lacked (an object created after the LIST began is absent from it
+        too). Steady-state cost: at most 5 reads per interval, no writes.
+        """
+        if not self._audit_lock.acquire(blocking=False):
+            return []
+        try:
+            now = time.monotonic()
+            if now - self._last_audit < self.settings.resync_seconds:
+                return []
+            self._last_audit = now
+            refs = idx.refs()
+            live = {kind: self.kube.list_uids(kind) for kind in sorted({r.kind for r in refs})}
+            gone: list[IndexedRef] = []
+            for ref in stale((r for r in refs if r.uid not in idx.gone), live):
+                if self.kube.uid_of(ref.kind, ref.namespace, ref.name) == ref.uid:
+                    continue  # created after the LIST began
+                idx.gone.bury(ref.uid)
+                gone.append(ref)
+            idx.gone.retain(r.uid for r in refs)
+        finally:
+            self._audit_lock.release()
+        for ref in gone:
+            log.warning("%s %s/%s (uid %s) was deleted while a watch was down; the index still held it",
+                        ref.kind, ref.namespace, ref.name, ref.uid)  # fmt: skip
+        self._repair(idx, gone)
+        return gone
+
+    def _repair(self, idx: Indexes, gone: list[IndexedRef]) -> None:
+        """Reconcile what depended on objects found gone (each owner once)."""
+        done: set[tuple[str, str, str]] = set()
+        for ref in gone:
+            if ref.kind == labels.KIND_INFERENCE_TIER:
+                self.forget(ref.uid, labels.PLURAL_INFERENCE_TIERS, ref.namespace, ref.name)
+                self.after_tier_change(idx, ref.namespace, ref.name)
+            elif ref.kind == labels.KIND_ROUTING_POLICY:
+                self.forget(ref.uid, labels.PLURAL_ROUTING_POLICIES, ref.namespace, ref.name)
+                self.after_policy_change(idx, ref.namespace, ref.name, None)
+            elif (ref.owner_kind, ref.namespace, ref.owner) not in done:
+                done.add((ref.owner_kind, ref.namespace, ref.owner))
+                if ref.owner_kind == labels.KIND_INFERENCE_TIER:
+                    self.reconcile_tier(idx, ref.namespace, ref.owner)
+                elif ref.owner_kind == labels.KIND_ROUTING_POLICY:
+                    self.reconcile_policy(idx, ref.namespace, ref.owner)
 
     # -- fan-out -----------------------------------------------------------------------------------------------
 
@@ -334,7 +437,7 @@ class Reconciler:
 
     def after_tier_change(self, idx: Indexes, namespace: str, name: str) -> None:
         """A tier's spec changed, or it appeared or went away: policies using it and their other tiers."""
-        ns = self.load(idx, namespace)
+        ns = self.load(idx, namespace, lambda _policies: ())
         touched: set[str] = set()
         for pname, policy in ns.policies.items():
             if name in policy.spec.tiers:

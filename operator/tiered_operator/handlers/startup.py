@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 import kopf
@@ -53,6 +55,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     load_client_config()
     kube = Kube(field_manager=op.field_manager, reporting_instance=os.environ.get("POD_NAME", "tiered-operator"))
     memo.reconciler = Reconciler(op, kube)
+    stats_seconds = float(os.environ.get("TIERED_STATS_SECONDS", "0") or 0)
+    if stats_seconds > 0:
+        threading.Thread(
+            target=_log_stats, args=(memo.reconciler, stats_seconds), name="tiered-stats", daemon=True
+        ).start()
     logger.info(
         "tiered-operator configured: field manager %s, resync %ss, peering lifetime %ss",
         op.field_manager,
@@ -61,12 +68,31 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     )
 
 
+def stats_line(rec: Reconciler) -> str:
+    return (
+        f"operator stats: reconciles={sum(rec.reconciles.values())} tier={rec.reconciles['tier']} "
+        f"policy={rec.reconciles['policy']} writes={rec.kube.total_writes}"
+    )
+
+
+def _log_stats(rec: Reconciler, every: float) -> None:
+    """TIERED_STATS_SECONDS > 0: a line with the reconcile and write counts whenever they changed (benchmarks)."""
+    last = ""
+    while True:
+        time.sleep(every)
+        line = stats_line(rec)
+        if line != last:
+            logging.getLogger(__name__).info("%s", line)
+            last = line
+
+
 @kopf.on.cleanup()
 def report_writes(memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """Log the write counts on exit: the operator's own account of what it changed."""
     rec = getattr(memo, "reconciler", None)
     if isinstance(rec, Reconciler):
         logger.info("writes issued: %s", dict(rec.kube.writes))
+        logger.info("%s", stats_line(rec))
 
 
 @kopf.on.login()

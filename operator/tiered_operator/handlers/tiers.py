@@ -8,7 +8,7 @@ import kopf
 
 from tiered_operator import labels
 from tiered_operator.handlers.runtime import reconciler
-from tiered_operator.handlers.state import Indexes
+from tiered_operator.handlers.state import Indexes, awaiting_finalizer
 from tiered_operator.settings import OperatorSettings
 
 _seen_generation: dict[tuple[str, str], int] = {}
@@ -24,6 +24,8 @@ def inferencetier_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         rec.forget(str(body.meta.uid), labels.PLURAL_INFERENCE_TIERS, namespace, name)
         rec.after_tier_change(idx, namespace, name)
         return
+    if awaiting_finalizer(body):
+        return  # kopf adds its finalizer now; that patch's event reconciles the tier
     rec.reconcile_tier(idx, namespace, name)
     generation = int(body.get("metadata", {}).get("generation") or 0)
     if _seen_generation.get(key) != generation:  # created or spec changed: dependents recompile
@@ -37,6 +39,9 @@ def inferencetier_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     labels.PLURAL_INFERENCE_TIERS,
     interval=OperatorSettings.from_env().resync_seconds,
     initial_delay=OperatorSettings.from_env().resync_seconds,
+    idle=OperatorSettings.from_env().resync_seconds,  # a safety net: not while events reconcile the object anyway
 )
 def inferencetier_resync(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    reconciler(memo).reconcile_tier(Indexes.from_kwargs(kwargs), str(body.meta.namespace), str(body.meta.name))
+    rec, idx = reconciler(memo), Indexes.from_kwargs(kwargs)
+    rec.audit_indexes(idx)  # at most once per interval per process: repairs what a watch gap hid from the indexes
+    rec.reconcile_tier(idx, str(body.meta.namespace), str(body.meta.name))

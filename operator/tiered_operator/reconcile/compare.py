@@ -36,11 +36,16 @@ def content_hash(value: Any, length: int = 16) -> str:
 
 
 def with_applied_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `manifest` with `APPLIED_HASH` set to the hash of the manifest itself (without the hash)."""
-    body = json.loads(canonical_json(manifest))
-    annotations = body.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations.pop(APPLIED_HASH, None)
-    annotations[APPLIED_HASH] = content_hash(body)
+    """A copy of `manifest` with `APPLIED_HASH` set to the hash of the manifest itself (without the hash).
+
+    The hash is over the manifest with `metadata.annotations` present (empty if it had none) and without the hash
+    annotation; the canonical text is produced once and serves both the hash and the copy (this runs for every
+    child on every reconcile)."""
+    meta = dict(manifest.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_HASH}
+    text = canonical_json({**manifest, "metadata": {**meta, "annotations": annotations}})
+    body: dict[str, Any] = json.loads(text)
+    body["metadata"]["annotations"][APPLIED_HASH] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return body
 
 

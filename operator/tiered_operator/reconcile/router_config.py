@@ -7,7 +7,7 @@ does not know fails here, in the operator, with a message, instead of in a pod.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -35,19 +35,32 @@ PII_ENTITY_NAMES: dict[str, str] = {
 """CRD entity names (UPPER_SNAKE, the API's convention) → the router's names."""
 
 
+def _default_policy() -> ResidencyNamespacePolicy:
+    return namespace_policy({})
+
+
 @dataclass(frozen=True)
 class NamespacePolicy:
-    """The residency labels of the namespace a policy lives in."""
+    """The residency policy of the namespace a tier or policy lives in: the residency package's reading of its
+    labels and annotations (`residency.namespace_policy`), the one the webhook and the NetworkPolicies use too."""
 
-    residency: str = labels.RESIDENCY_DEFAULT
-    allowed_regions: tuple[str, ...] | None = None
+    policy: ResidencyNamespacePolicy = field(default_factory=_default_policy)
 
     @classmethod
-    def from_labels(cls, ns_labels: Mapping[str, str] | None) -> NamespacePolicy:
-        """Read the labels with the residency package's parser: one reading of them for config, webhook, network."""
-        parsed = namespace_policy(ns_labels or {})
-        regions = None if parsed.allowed_regions is None else tuple(sorted(parsed.allowed_regions))
-        return cls(residency=parsed.residency.value, allowed_regions=regions)
+    def from_labels(
+        cls, ns_labels: Mapping[str, str] | None, ns_annotations: Mapping[str, str] | None = None
+    ) -> NamespacePolicy:
+        return cls(namespace_policy(ns_labels or {}, ns_annotations or {}))
+
+    @property
+    def residency(self) -> str:
+        """The effective class (`local-only` for an unreadable label: fail closed)."""
+        return self.policy.residency.value
+
+    @property
+    def allowed_regions(self) -> tuple[str, ...] | None:
+        regions = self.policy.allowed_regions
+        return None if regions is None else tuple(sorted(regions))
 
 
 @dataclass(frozen=True)
@@ -175,14 +188,6 @@ def policy_config_data(
     return data
 
 
-def residency_policy(namespace: NamespacePolicy) -> ResidencyNamespacePolicy:
-    """The residency package's reading of the same labels."""
-    ns_labels = {labels.LABEL_RESIDENCY: namespace.residency}
-    if namespace.allowed_regions is not None:
-        ns_labels[labels.LABEL_ALLOWED_REGIONS] = "_".join(namespace.allowed_regions)
-    return namespace_policy(ns_labels)
-
-
 def compile_policy(
     policy: RoutingPolicy,
     tiers: Mapping[str, InferenceTier],
@@ -197,7 +202,7 @@ def compile_policy(
     try:
         # the router's own validation, exactly as the router will run it on the mounted file
         config = parse_config(policy_config_data(policy, tiers, namespace, settings))
-        config = apply_residency(config, residency_policy(namespace))
+        config = apply_residency(config, namespace.policy)
     except (ConfigError, NoPermittedTier) as exc:
         return CompiledPolicy(name, None, None, None, error=str(exc))
     text = render_config(config)
@@ -236,6 +241,21 @@ class TierRouterConfig:
     primary_policy: str | None
 
 
+def cloud_key_mounts(compiled: CompiledPolicy, tiers: Mapping[str, InferenceTier]) -> tuple[CloudKeyMount, ...]:
+    """The API-key Secrets the sidecar needs: those of the cloud tiers left in the compiled config.
+
+    Residency drops forbidden cloud tiers from the config (`apply_residency`); their keys must not be mounted
+    either, so the pod never holds a credential for a tier it may not call.
+    """
+    if compiled.config is None:
+        return ()
+    return tuple(
+        CloudKeyMount(tier=t.name, secret=cloud.api_key_secret_ref.name, key=cloud.api_key_secret_ref.key)
+        for t in compiled.config.tiers  # the policy's order, less what residency dropped
+        if t.name in tiers and (cloud := tiers[t.name].spec.cloud) is not None
+    )
+
+
 def tier_router_config(
     tier: InferenceTier,
     compiled: Sequence[CompiledPolicy],
@@ -262,11 +282,7 @@ def tier_router_config(
         primary = first.metadata.name or ""
         main = by_name[primary]
         data[naming.ROUTER_CONFIG_FILE] = main.text or ""
-        key_mounts = tuple(
-            CloudKeyMount(tier=t, secret=cloud.api_key_secret_ref.name, key=cloud.api_key_secret_ref.key)
-            for t in first.spec.tiers
-            if (cloud := tiers[t].spec.cloud) is not None
-        )
+        key_mounts = cloud_key_mounts(main, tiers)
         encoder_path = first.spec.classifier.encoder.path if first.spec.classifier else None
         if encoder_path is not None and encoder_path.startswith("pvc://"):
             claims = (encoder_path.removeprefix("pvc://").split("/", 1)[0],)

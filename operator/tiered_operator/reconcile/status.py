@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiered_operator import labels
 from tiered_operator.api.common import SecretKeyRef
 from tiered_operator.api.inferencetier import InferenceTier
 from tiered_operator.api.routingpolicy import RoutingPolicy
@@ -19,6 +18,7 @@ from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.conditions import FALSE, TRUE, UNKNOWN, Condition, find, merge_conditions
 from tiered_operator.reconcile.router_config import CompiledPolicy, NamespacePolicy
 from tiered_operator.reconcile.service import tier_endpoint
+from tiered_operator.residency.verdict import policy_verdict, tier_verdict
 from tiered_operator.settings import OperatorSettings
 
 
@@ -37,26 +37,8 @@ def secret_problem(ref: SecretKeyRef, secret: Mapping[str, Any] | None) -> str |
 
 
 def residency_condition(tier: InferenceTier, ns: NamespacePolicy) -> Condition:
-    """Whether the namespace's residency labels allow this tier to serve at all."""
-    cloud = tier.spec.cloud
-    if cloud is None:
-        return Condition("ResidencyCompliant", TRUE, "LocalTier", "data stays in the cluster")
-    if ns.residency == labels.RESIDENCY_LOCAL_ONLY:
-        return Condition(
-            "ResidencyCompliant",
-            FALSE,
-            "ResidencyForbidden",
-            f"namespace label {labels.LABEL_RESIDENCY}={labels.RESIDENCY_LOCAL_ONLY} forbids cloud tiers",
-        )
-    if ns.allowed_regions is not None and cloud.region not in ns.allowed_regions:
-        return Condition(
-            "ResidencyCompliant",
-            FALSE,
-            "RegionNotAllowed",
-            f"region {cloud.region!r} is not listed in namespace label {labels.LABEL_ALLOWED_REGIONS}="
-            f"{','.join(ns.allowed_regions)}",
-        )
-    return Condition("ResidencyCompliant", TRUE, "Compliant", f"namespace residency {ns.residency}")
+    """ResidencyCompliant of a tier: `residency.tier_verdict`, the decision the webhook and the router config use."""
+    return tier_verdict(tier, ns.policy).condition()
 
 
 @dataclass(frozen=True)
@@ -222,21 +204,10 @@ def policy_status(
     else:
         conds.append(Condition("TiersResolved", TRUE, "AllTiersFound", f"{len(policy.spec.tiers)} tiers"))
 
-    forbidden = [
-        t for t in policy.spec.tiers if t in tiers and residency_condition(tiers[t], namespace).status == FALSE
-    ]
-    if forbidden:
-        conds.append(
-            Condition(
-                "ResidencyCompliant",
-                FALSE,
-                "ResidencyForbidden",
-                f"tiers {', '.join(forbidden)} may not serve namespace {ns_name} "
-                f"({labels.LABEL_RESIDENCY}={namespace.residency}); the router never sends requests there",
-            )
-        )
-    else:
-        conds.append(Condition("ResidencyCompliant", TRUE, "Compliant", f"namespace residency {namespace.residency}"))
+    verdict = policy_verdict(
+        policy.metadata.name or "", ns_name, policy.spec.tiers, policy.spec.default_tier, tiers, namespace.policy
+    )
+    conds.append(verdict.condition)
 
     observed_text = ((observed_configmap or {}).get("data") or {}).get(naming.POLICY_CONFIG_KEY)
     fields: dict[str, Any] = {}

@@ -110,7 +110,8 @@ def test_local_only_namespace_without_a_local_tier_is_an_invalid_config(
 ) -> None:
     tiers = {"gpt-cloud": _tiers(bodies)["gpt-cloud"]}
     policy = make_policy(tiers=["gpt-cloud"])
-    compiled = compile_policy(policy, tiers, NamespacePolicy(residency="local-only"), settings)
+    local_only = NamespacePolicy.from_labels({"tiered.dev/residency": "local-only"})
+    compiled = compile_policy(policy, tiers, local_only, settings)
     assert compiled.text is None and compiled.error is not None and "local-only" in compiled.error
 
 
@@ -140,7 +141,8 @@ def test_tier_without_policy_gets_a_passthrough_config_and_hash_follows_content(
     config = load_config(trc.data["router.json"])
     assert [t.name for t in config.tiers] == ["slm-edge"] and config.default_tier == "slm-edge"
     assert trc.primary_policy is None and trc.sidecar.key_mounts == ()
-    other = tier_router_config(tier, [], [], {}, NamespacePolicy(residency="local-only"), settings)
+    local_only = NamespacePolicy.from_labels({"tiered.dev/residency": "local-only"})
+    other = tier_router_config(tier, [], [], {}, local_only, settings)
     assert other.sidecar.config_hash != trc.sidecar.config_hash
 
 

@@ -174,12 +174,12 @@ def test_cloud_tier_conditions(bodies: Any, settings: OperatorSettings) -> None:
     )
     assert _conds(bad)["Ready"] == ("False", "SecretInvalid") and _conds(bad)["Stalled"] == ("True", "SecretInvalid")
     assert bad["readyDisplay"] == "-" and "replicas" not in bad and bad["endpoint"] == "https://api.openai.com/v1"
-    local_only = TierObservation(namespace=NamespacePolicy(residency="local-only"))
+    local_only = TierObservation(namespace=NamespacePolicy.from_labels({"tiered.dev/residency": "local-only"}))
     assert _conds(tier_status(tier, local_only, None, settings, "T"))["ResidencyCompliant"] == (
         "False",
         "ResidencyForbidden",
     )
-    wrong_region = TierObservation(namespace=NamespacePolicy(allowed_regions=("us-east-1",)))
+    wrong_region = TierObservation(namespace=NamespacePolicy.from_labels({"tiered.dev/allowed-regions": "us-east-1"}))
     assert _conds(tier_status(tier, wrong_region, None, settings, "T"))["Ready"] == ("False", "RegionNotAllowed")
 
 
