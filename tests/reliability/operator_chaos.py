@@ -6,8 +6,8 @@ bench/reliability/operator_sigkill_chaos.py (the issue's 50 tiers x 20 kills). T
 ServiceAccount identity, standalone, so every restart starts from nothing but what the API server holds: a
 level-triggered operator must converge anyway.
 
-Not done here: restarting the API server and etcd — the control plane is shared by everyone working on this
-machine, and killing it would break their runs.
+Restarting the API server and etcd is operator_restart_chaos.py's job, on a control plane of its own (this one
+runs on the shared control plane, which must not be killed).
 """
 
 from __future__ import annotations
