@@ -66,7 +66,13 @@ def _many(verbs: str, group: str, resource: str, why: str, **kw: Any) -> list[Ac
 TIERED = "tiered.dev"
 NEEDED: list[Access] = [
     *_many("list watch patch", TIERED, "inferencetiers", "kopf watches; finalizer; residency annotation"),
-    Access("get", TIERED, "inferencetiers", why="autoscale.AutoscalerKube.cloud_tiers"),
+    Access("get", TIERED, "inferencetiers", why="autoscale.AutoscalerKube.cloud_tiers, index audit"),
+    Access("get", TIERED, "routingpolicies", why="index audit: confirm a policy is gone"),
+    *[Access("get", g, r, why="index audit: confirm a child is gone")
+      for g, r in (("apps", "deployments"), ("", "services"), ("", "configmaps"))],
+    *[Access("list", g, r, namespaced=False, why="index audit: one cluster-wide metadata LIST per kind")
+      for g, r in ((TIERED, "inferencetiers"), (TIERED, "routingpolicies"), ("apps", "deployments"),
+                   ("", "services"), ("", "configmaps"))],
     *_many("list watch patch", TIERED, "routingpolicies", "kopf watches; finalizer; residency annotation"),
     Access("patch", TIERED, "inferencetiers", "status", why="Kube.apply_status, residency apply_condition"),
     Access("patch", TIERED, "routingpolicies", "status", why="Kube.apply_status, budget loop"),
@@ -179,10 +185,18 @@ TYPED_CALLS: dict[str, tuple[str, str, str]] = {
     "patch_namespaced_config_map": ("patch", "", "configmaps"),
     "delete_namespaced_config_map": ("delete", "", "configmaps"),
     "create_namespaced_event": ("create", "", "events"),
+    # the index audit (Reconciler.audit_indexes): cluster-wide metadata LISTs, then a GET per missing uid
+    "list_deployment_for_all_namespaces": ("list", "apps", "deployments"),
+    "list_service_for_all_namespaces": ("list", "", "services"),
+    "list_config_map_for_all_namespaces": ("list", "", "configmaps"),
+    "read_namespaced_deployment": ("get", "apps", "deployments"),
+    "read_namespaced_service": ("get", "", "services"),
+    "read_namespaced_config_map": ("get", "", "configmaps"),
 }
 # Generic calls whose resource is an argument: the plurals each is used with (read from the call sites).
 CUSTOM_CALLS: dict[str, list[tuple[str, str, str]]] = {
-    "get_namespaced_custom_object": [("get", TIERED, "inferencetiers")],
+    "get_namespaced_custom_object": [("get", TIERED, "inferencetiers"), ("get", TIERED, "routingpolicies")],
+    "list_cluster_custom_object": [("list", TIERED, "inferencetiers"), ("list", TIERED, "routingpolicies")],
     "list_namespaced_custom_object": [("list", TIERED, "inferencetiers"), ("list", TIERED, "routingpolicies"),
                                       ("list", "networking.k8s.io", "networkpolicies"),
                                       ("list", "cilium.io", "ciliumnetworkpolicies")],

@@ -203,6 +203,14 @@ async def test_api_key_canary_never_appears_in_logs_status_or_events(
             "key reload",
         )
         seen += await drive_router(router, cloud, [OK, ERROR])
+        # The ERROR/RESET rounds may have opened the cloud tier's breaker (5 failures, open 30 s): until it lets a
+        # probe through, nothing reaches the cloud. Keep asking (cloud answering OK) until the rotated key arrives.
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and f"Bearer {rotated}" not in {
+            r.headers.get("authorization") for r in cloud.received
+        }:
+            seen += await drive_router(router, cloud, [OK])
+            await asyncio.sleep(1)
         # A missing key file: the router must say which file, not what the key was.
         key_file.unlink()
         await asyncio.sleep(0.5)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tiered_operator.demo.workload import data_dir
 from tiered_router.classify import (
     LINEAR_MIN_NEGATIVES,
     LexicalIndex,
@@ -31,7 +32,7 @@ from tiered_router.static_embed import HEAD_CHARS, StaticEncoder, distil_table, 
 
 REPO = Path(__file__).resolve().parents[3]
 POLICY = REPO / "router_image" / "policies" / "clinc150-domains.yaml"
-CLINC = REPO.parent / "shared" / "data" / "clinc150"
+CLINC = data_dir() / "clinc150"  # $TIERED_DATA_DIR, /work/shared/data, or shared/ beside the checkout
 TIERS = [
     {"name": "slm", "kind": "local", "baseURL": "http://127.0.0.1:1/v1", "model": "tiny"},
     {"name": "gpt", "kind": "cloud", "baseURL": "https://api.example.com/v1/", "model": "big"},
