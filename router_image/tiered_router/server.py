@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .decision import Decision, RoutingRequest, decide, estimate_tokens
 from .errors import error_response
 from .metrics import RouterMetrics
+from .openapi import document
 from .pii import redact, scan
 from .proxy import Dispatcher
 from .request import BadRequest, classification_text, parse_body, redact_body
@@ -191,6 +192,12 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def openapi_handler(request: web.Request) -> web.Response:
+    """The OpenAPI document of this router, for the config it serves now (see openapi.py)."""
+    state = request.app[HOLDER].state
+    return web.json_response(document(state.config if state is not None else None))
+
+
 @web.middleware
 async def openai_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -202,7 +209,8 @@ async def openai_errors(
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
-        return error_response(exc.status, exc.reason, code)
+        allow = exc.headers.get("Allow")  # a 405 must say which methods the path takes (RFC 9110 15.5.6)
+        return error_response(exc.status, exc.reason, code, headers={"Allow": allow} if allow else None)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -236,4 +244,5 @@ def build_app(config_path: Path, poll_seconds: float = 1.0, metrics: RouterMetri
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/openapi.json", openapi_handler)
     return app
