@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,3 +399,37 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.loop.close()
+
+
+@dataclass
+class StandInRig:
+    """The real router process in front of two stand-in upstreams (`slm` local, `cloud`) served by a background
+    loop, so synchronous tests (hypothesis, schemathesis) and async ones share one set-up."""
+
+    loop: BackgroundLoop
+    slm: Upstream
+    cloud: Upstream
+    router: RouterProcess
+    config_path: Path
+
+
+@contextlib.contextmanager
+def stand_in_rig(
+    tmp: Path, config: Callable[[Upstream, Upstream], dict[str, Any]], log_level: str = "INFO"
+) -> Iterator[StandInRig]:
+    """Start the upstreams, write `config(slm, cloud)` and start the router on it; stop everything afterwards."""
+    loop = BackgroundLoop()
+    slm, cloud = Upstream("slm"), Upstream("cloud")
+    loop.call(slm.start())
+    loop.call(cloud.start())
+    config_path = tmp / "router.json"
+    write_config(config_path, config(slm, cloud))
+    router = RouterProcess(config_path, tmp / "router.log", log_level=log_level)
+    try:
+        router.start()
+        yield StandInRig(loop, slm, cloud, router, config_path)
+    finally:
+        router.stop()
+        loop.call(slm.stop())
+        loop.call(cloud.stop())
+        loop.close()

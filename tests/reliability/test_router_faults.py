@@ -34,6 +34,7 @@ from reliability_helpers import (
     is_openai_error,
     metric_value,
     router_config,
+    stand_in_rig,
     write_config,
 )
 
@@ -73,21 +74,8 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    tmp = tmp_path_factory.mktemp("faults")
-    loop = BackgroundLoop()
-    slm, cloud = Upstream("slm"), Upstream("cloud")
-    loop.call(slm.start())
-    loop.call(cloud.start())
-    config_path = tmp / "router.json"
-    write_config(config_path, fault_config(slm, cloud))
-    router = RouterProcess(config_path, tmp / "router.log").start()
-    try:
-        yield Rig(loop, slm, cloud, router, config_path)
-    finally:
-        router.stop()
-        loop.call(slm.stop())
-        loop.call(cloud.stop())
-        loop.close()
+    with stand_in_rig(tmp_path_factory.mktemp("faults"), fault_config) as stand_in:
+        yield Rig(stand_in.loop, stand_in.slm, stand_in.cloud, stand_in.router, stand_in.config_path)
 
 
 @pytest.fixture

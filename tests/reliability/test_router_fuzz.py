@@ -24,14 +24,21 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import BackgroundLoop, RouterProcess, Upstream, router_config, write_config
+from reliability_helpers import BackgroundLoop, RouterProcess, Upstream, router_config, stand_in_rig
 
 pytestmark = pytest.mark.slow
 
 BATCH = 50
 EXAMPLES = 202  # x BATCH = 10,100 HTTP requests, plus the raw-socket ones
-KNOWN_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz", "/readyz", "/metrics",
-               "/openapi.json"]
+KNOWN_PATHS = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+]
 
 
 @dataclass
@@ -46,14 +53,8 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    loop = BackgroundLoop()
-    slm, cloud = Upstream("slm"), Upstream("cloud")
-    loop.call(slm.start())
-    loop.call(cloud.start())
-    config = router_config(slm.base_url, cloud.base_url, override={"enabled": True, "allowedTiers": ["slm"]})
-    write_config(tmp / "router.json", config)
-    router = RouterProcess(tmp / "router.json", tmp / "router.log", log_level="WARNING").start()
+    def config(slm: Upstream, cloud: Upstream) -> dict[str, Any]:
+        return router_config(slm.base_url, cloud.base_url, override={"enabled": True, "allowedTiers": ["slm"]})
 
     async def make_session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -65,15 +66,12 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
             auto_decompress=False,
         )
 
-    session = loop.call(make_session())
-    try:
-        yield Fuzz(loop, router, session)
-    finally:
-        loop.call(session.close())
-        router.stop()
-        loop.call(slm.stop())
-        loop.call(cloud.stop())
-        loop.close()
+    with stand_in_rig(tmp_path_factory.mktemp("fuzz"), config, log_level="WARNING") as rig:
+        session = rig.loop.call(make_session())
+        try:
+            yield Fuzz(rig.loop, rig.router, session)
+        finally:
+            rig.loop.call(session.close())
 
 
 # --- strategies -------------------------------------------------------------------------------------------------
@@ -265,7 +263,7 @@ def test_fuzzed_requests_get_only_2xx_or_4xx_and_router_survives(fuzz: Fuzz) -> 
     assert fuzz.router.alive()
     assert fuzz.router.get("/readyz")[0] == 200
     log_text = fuzz.router.log()
-    assert "unhandled error" not in log_text, log_text[log_text.find("unhandled error"):][:3000]
+    assert "unhandled error" not in log_text, log_text[log_text.find("unhandled error") :][:3000]
 
 
 def test_deeply_nested_json_body_is_a_client_error_not_a_500(fuzz: Fuzz) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import BackgroundLoop, RouterProcess, Upstream, router_config, write_config
+from reliability_helpers import RouterProcess, Upstream, router_config, stand_in_rig, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -44,21 +44,11 @@ class Run:
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
-    tmp = tmp_path_factory.mktemp("schemathesis")
-    loop = BackgroundLoop()
-    slm, cloud = Upstream("slm"), Upstream("cloud")
-    loop.call(slm.start())
-    loop.call(cloud.start())
-    config = router_config(slm.base_url, cloud.base_url, override={"enabled": True, "allowedTiers": ["slm"]})
-    write_config(tmp / "router.json", config)
-    process = RouterProcess(tmp / "router.json", tmp / "router.log", log_level="WARNING").start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        loop.call(slm.stop())
-        loop.call(cloud.stop())
-        loop.close()
+    def config(slm: Upstream, cloud: Upstream) -> dict[str, Any]:
+        return router_config(slm.base_url, cloud.base_url, override={"enabled": True, "allowedTiers": ["slm"]})
+
+    with stand_in_rig(tmp_path_factory.mktemp("schemathesis"), config, log_level="WARNING") as rig:
+        yield rig.router
 
 
 def read_report(path: Path) -> tuple[Counter[int], int, list[str], list[str]]:
