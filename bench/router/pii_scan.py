@@ -80,8 +80,8 @@ def measure_decide(texts: dict[str, str], reps: int) -> dict[str, Any]:
     from tiered_router.evaluate import config_from_policy
 
     manifest = yaml.safe_load((REPO / "router_image" / "policies" / "clinc150-domains.yaml").read_text())
-    config = config_from_policy(manifest)  # as `tiered-router eval` builds it: PII scanning off ...
-    pii_cfg = config.residency.pii.model_copy(update={"entities": ALL})  # ... so turn it on, every entity
+    config = config_from_policy(manifest)  # as `tiered-router eval` builds it ...
+    pii_cfg = config.residency.pii.model_copy(update={"entities": ALL})  # ... with every entity, explicitly
     config = config.model_copy(update={"residency": config.residency.model_copy(update={"pii": pii_cfg})})
     assert config.residency.pii.entities == ALL
     clf = RouteClassifier(config, load_encoder(config.classifier.encoder))

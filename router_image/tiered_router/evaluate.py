@@ -6,7 +6,9 @@ won - the same outcome for the request.
 
 The policy is a RoutingPolicy manifest exactly as a user writes it; only its routing fields matter here, so tiers
 are stand-ins. Reported: in-scope accuracy, per-route precision/recall, the share of out-of-scope utterances sent
-to the default tier, and decision latency (the classifier alone, as the router runs it) p50/p99.
+to the default tier, and decision latency p50/p99: the router's whole decide() pipeline as it runs per request - PII
+scan for every entity (action keepLocal, so a finding changes the tier, never the route measured), residency,
+classification, budget.
 The data path is a JSONL file of ``{"text", "route"}`` (route null = out of scope) or the healthcare CSV.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from .classify import RouteClassifier
 from .config import RouterConfig, parse_config
-from .decision import estimate_tokens
+from .decision import RoutingRequest, decide, estimate_tokens
 from .encoders import load_encoder
 
 
@@ -78,7 +80,9 @@ def config_from_policy(manifest: dict[str, Any]) -> RouterConfig:
             "defaultTier": default,
             "routes": routes,
             "classifier": classifier,
-            "residency": {"namespaceClass": "unrestricted", "pii": {"entities": []}},
+            # Every PII entity scanned (the router's default) so the decision latency includes the scan; keepLocal
+            # only narrows the tiers, and every stand-in tier is local, so findings never change what is measured.
+            "residency": {"namespaceClass": "unrestricted", "pii": {"action": "keepLocal"}},
         }
     )
 
@@ -111,11 +115,13 @@ def evaluate(config: RouterConfig, samples: list[Sample], classifier: RouteClass
     route_tier = {r.name: r.tier for r in config.routes}
     latencies: list[float] = []
     for s in samples:
+        request = RoutingRequest(text=s.text, model="auto", input_tokens=estimate_tokens(s.text))
         t0 = time.perf_counter()
-        c = clf.classify(s.text, estimate_tokens(s.text))
+        d = decide(config, clf, request)
         latencies.append(time.perf_counter() - t0)
-        preds.append(c.route)
-        tiers.append(route_tier[c.route] if c.route is not None else config.default_tier)
+        route = d.classification.route if d.classification is not None else d.route
+        preds.append(route)
+        tiers.append(route_tier[route] if route is not None else config.default_tier)
     in_scope = [(s, p) for s, p in zip(samples, preds, strict=True) if s.routes]
     oos = [t for s, t in zip(samples, tiers, strict=True) if not s.routes]
     per_route: dict[str, dict[str, float | int]] = {}

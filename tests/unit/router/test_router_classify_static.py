@@ -251,3 +251,18 @@ def test_shipped_policy_meets_its_targets_on_val(clinc: dict[str, Any]) -> None:
 
 
 VAL_IN_SCOPE_FLOOR = 0.84  # measured 0.845 at the shipped threshold (bench/router/encoder_comparison.py)
+
+
+def test_eval_times_the_whole_decision_with_every_pii_entity_and_keeps_the_route() -> None:
+    """`tiered-router eval` runs decide() as the router does (PII scan included); a finding keeps the request local
+    but never changes the route it measures."""
+    from tiered_router.config import ALL_PII_ENTITIES
+    from tiered_router.evaluate import Sample, evaluate
+
+    config_ = config_from_policy(yaml.safe_load(POLICY.read_text()))
+    assert config_.residency.pii.entities == list(ALL_PII_ENTITIES)
+    clf = RouteClassifier(config_, load_encoder(config_.classifier.encoder))
+    text = "what is my checking account balance"
+    plain = evaluate(config_, [Sample(text, frozenset({"banking"}))], clf)
+    with_pii = evaluate(config_, [Sample(text + ", I am jane.doe@example.com", frozenset({"banking"}))], clf)
+    assert plain["in_scope_accuracy"] == with_pii["in_scope_accuracy"] == 1.0
