@@ -520,6 +520,7 @@ def main() -> int:
     parser.add_argument("--policy-encoder", default=None, help="override the policies' encoder kind (e.g. lexical)")
     parser.add_argument("--no-floor", dest="floor", action="store_false", help="skip the bare forwarding proxy")
     parser.add_argument("--baseline-src", help="directory holding another tiered_router package (before/after)")
+    parser.add_argument("--baseline-note", default="", help="what the baseline package is (kept in the output)")
     parser.add_argument("--litellm", help="path of a litellm executable (separate venv)")
     parser.add_argument("--litellm-version", default="")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning for the closed loops")

@@ -88,11 +88,24 @@ def _usage_from(obj: Any) -> Usage | None:
     return None
 
 
+# A JSON string value: quotes with anything but a quote or backslash inside, or a backslash escape.
+_MODEL_VALUE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
 def _upstream_bytes(body: dict[str, Any], raw: bytes | None, model: str) -> bytes:
-    """The JSON sent to a tier: the client's bytes untouched when they already name the tier's model, else the
-    body re-serialised with `model` replaced (every other field passes through)."""
-    if raw is not None and body.get("model") == model:
-        return raw
+    """The JSON sent to a tier: the client's bytes untouched when they already name the tier's model; with only the
+    `model` value swapped when that value can be located in the bytes for certain; else the body re-serialised
+    with `model` replaced. Every other field passes through either way."""
+    if raw is not None:
+        if body.get("model") == model:
+            return raw
+        # The swap is exact only when the bytes hold one `"model"` and it is the top-level key: with no \u escape
+        # anywhere, a key that decodes to "model" is spelled `"model"`; a quote inside a string is always escaped,
+        # so a second `"model"` (nested key, or a string value) shows in the count and falls back.
+        if "model" in body and b"\\u" not in raw and raw.count(b'"model"') == 1:
+            found = _MODEL_VALUE.search(raw)
+            if found is not None:
+                return b"".join((raw[: found.start()], b'"model":', json.dumps(model).encode(), raw[found.end() :]))
     return json.dumps({**body, "model": model}, separators=(",", ":")).encode()
 
 
@@ -105,7 +118,7 @@ class Dispatcher:
 
     async def serve(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         state: RouterState,
         decision: Decision,
         body: dict[str, Any],
@@ -198,7 +211,7 @@ class Dispatcher:
 
     async def _attempt(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         state: RouterState,
         up: Upstream,
         data: bytes,
@@ -216,8 +229,9 @@ class Dispatcher:
         first_byte_s = up.first_byte_s
         endpoint = up.chat if path == "/chat/completions" else up.completions
         try:
-            async with asyncio.timeout_at(min(loop.time() + first_byte_s, deadline)):
-                upstream = await self.pool.post(endpoint, data, accept, up.connect_s)
+            upstream = await self.pool.post(
+                endpoint, data, accept, up.connect_s, min(loop.time() + first_byte_s, deadline)
+            )
         except TimeoutError:
             raise AttemptFailure(
                 FallbackTrigger.TIMEOUT, "timeout", f"no response within {first_byte_s:.3g}s"
@@ -234,8 +248,7 @@ class Dispatcher:
             try:
                 raw = upstream.read_nowait()  # already complete: no timer needed
                 if raw is None:
-                    async with asyncio.timeout_at(deadline):
-                        raw = await upstream.read()
+                    raw = await upstream.read(deadline)
             except TimeoutError:
                 raise AttemptFailure(FallbackTrigger.TIMEOUT, "timeout", "body not complete within totalMs") from None
             except UpstreamProtocolError as exc:
@@ -250,7 +263,7 @@ class Dispatcher:
 
     async def _relay_stream(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         state: RouterState,
         upstream: UpstreamResponse,
         tier: TierConfig,
@@ -263,8 +276,7 @@ class Dispatcher:
     ) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout_at(min(loop.time() + first_byte_s, deadline)):
-                first = await upstream.read_any()
+            first = await upstream.read_any(min(loop.time() + first_byte_s, deadline))
         except TimeoutError:
             raise AttemptFailure(FallbackTrigger.TIMEOUT, "timeout", "no stream data in time") from None
         except UpstreamProtocolError as exc:
@@ -288,8 +300,7 @@ class Dispatcher:
         outcome = "success"
         try:
             while True:
-                async with asyncio.timeout_at(deadline):
-                    chunk = await upstream.read_any()  # upstream failures raise here ...
+                chunk = await upstream.read_any(deadline)  # upstream failures raise here ...
                 if not chunk:
                     break
                 tracker.feed(chunk)

@@ -99,8 +99,12 @@ def parse_body(raw: bytes, kind: str) -> ParsedRequest:
                 raise BadRequest(f"messages[{i}] must be an object", "messages")
             if not isinstance(msg.get("role"), str):
                 raise BadRequest(f"messages[{i}].role must be a string", "messages")
-            texts.append(_content_text(msg.get("content"), f"messages[{i}].content"))
-        text = "\n".join(t for t in texts if t)
+            content = msg.get("content")
+            if content:
+                texts.append(content if isinstance(content, str) else _content_text(content, f"messages[{i}].content"))
+            elif content is not None and not isinstance(content, str):
+                _content_text(content, f"messages[{i}].content")  # an empty list passes, anything else is an error
+        text = "\n".join([t for t in texts if t])
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, str):
@@ -110,7 +114,9 @@ def parse_body(raw: bytes, kind: str) -> ParsedRequest:
         else:
             raise BadRequest("'prompt' must be a string or a non-empty array of strings", "prompt")
     strings: list[str] = []
-    _all_strings({k: v for k, v in body.items() if k != "model"}, strings)
+    for key, value in body.items():
+        if key != "model":
+            _all_strings(value, strings)
     return ParsedRequest(body=body, model=model, stream=stream, text=text, kind=kind, pii_text="\n".join(strings))
 
 

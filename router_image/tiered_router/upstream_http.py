@@ -16,8 +16,10 @@ half of the router's CPU time per request (docs/performance.md). This module kee
 - TLS through the standard library (`https://` tiers), with the system trust store.
 
 Errors: `UpstreamConnectError` before a response head (refused, reset, closed, malformed head),
-`UpstreamProtocolError` while reading a body (closed early, malformed chunking). Timeouts are the caller's
-(`asyncio.timeout`), which close the connection on the way out.
+`UpstreamProtocolError` while reading a body (closed early, malformed chunking), `TimeoutError` at the deadline
+(loop time) the caller passes to `post`/`read`/`read_any`: one timer per wait, no `asyncio.timeout` block, which
+on the path every request takes costs a context object and a task cancellation. A response left unfinished (timed
+out or not) closes its connection on release.
 """
 
 from __future__ import annotations
@@ -113,11 +115,22 @@ class _Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Until more data, EOF or loss."""
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until more data, EOF or loss; TimeoutError at `deadline` (loop time).
+
+        The deadline is one timer that fails the waiter, cheaper than an `asyncio.timeout` block around the caller
+        (a context object, a task-cancel and its conversion back) on the path every request takes.
+        """
         self.consumed()
         waiter = self.waiter = self.loop.create_future()
-        await waiter
+        if deadline is None:
+            await waiter
+            return
+        timer = self.loop.call_at(deadline, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     def consumed(self) -> None:
         if self.paused and len(self.buf) < _LOW_WATER and self.transport is not None:
@@ -131,6 +144,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class UpstreamResponse:
@@ -247,8 +265,8 @@ class UpstreamResponse:
                 self._chunk_left = size
         return b"".join(out)
 
-    async def read_any(self) -> bytes:
-        """The next piece of body as it arrives; b"" once the body is complete."""
+    async def read_any(self, deadline: float | None = None) -> bytes:
+        """The next piece of body as it arrives; b"" once the body is complete. TimeoutError at `deadline`."""
         while True:
             if self._done:
                 return b""
@@ -266,7 +284,7 @@ class UpstreamResponse:
                     self._done = True
                     return b""
                 raise UpstreamProtocolError("upstream closed the connection before the body was complete")
-            await conn.wait()
+            await conn.wait(deadline)
 
     def read_nowait(self) -> bytes | None:
         """The whole body when it has already arrived (a small answer usually comes with its head), else None
@@ -276,11 +294,11 @@ class UpstreamResponse:
             return None if not self._done else b""
         return self._take()
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The whole body; TimeoutError when it is not complete at `deadline` (loop time)."""
         parts: list[bytes] = []
         while True:
-            data = await self.read_any()
+            data = await self.read_any(deadline)
             if not data:
                 return b"".join(parts)
             parts.append(data)
@@ -351,15 +369,16 @@ class UpstreamPool:
             conn.close()
         return None
 
-    async def _connect(self, endpoint: Endpoint, connect_s: float) -> _Connection:
+    async def _connect(self, endpoint: Endpoint, connect_s: float, deadline: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
+        connect_by = loop.time() + connect_s if deadline is None else min(loop.time() + connect_s, deadline)
         ctx: ssl.SSLContext | None = None
         if endpoint.tls:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             ctx = self._ssl
         try:
-            async with asyncio.timeout(connect_s):
+            async with asyncio.timeout_at(connect_by):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop),
                     endpoint.host,
@@ -373,8 +392,11 @@ class UpstreamPool:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
         return conn
 
-    async def post(self, endpoint: Endpoint, body: bytes, accept: str, connect_s: float) -> UpstreamResponse:
-        """Send `body` and wait for the response head (the caller bounds the wait with its own timeout)."""
+    async def post(
+        self, endpoint: Endpoint, body: bytes, accept: str, connect_s: float, deadline: float | None = None
+    ) -> UpstreamResponse:
+        """Send `body` and wait for the response head: TimeoutError at `deadline` (loop time; connecting included,
+        itself bounded by `connect_s`). Without a deadline the caller bounds the wait with its own timeout."""
         if "\r" in accept or "\n" in accept or not accept.isascii():
             accept = "*/*"
         request = endpoint.head + f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -382,14 +404,14 @@ class UpstreamPool:
             conn = self._get(endpoint)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(endpoint, connect_s)
+                conn = await self._connect(endpoint, connect_s, deadline)
             try:
                 assert conn.transport is not None
                 if len(body) < 65536:
                     conn.transport.write(request + body)
                 else:
                     conn.transport.writelines((request, body))
-                head = await self._read_head(conn)
+                head = await self._read_head(conn, deadline)
                 if head is None:  # closed with nothing received
                     conn.close()
                     if reused and attempt == 0:
@@ -402,7 +424,9 @@ class UpstreamPool:
                 raise
         raise UpstreamConnectError("upstream closed the connection without a response")  # pragma: no cover
 
-    async def _read_head(self, conn: _Connection) -> tuple[int, list[tuple[str, str]], bool] | None:
+    async def _read_head(
+        self, conn: _Connection, deadline: float | None
+    ) -> tuple[int, list[tuple[str, str]], bool] | None:
         received = False
         while True:
             buf = conn.buf
@@ -423,7 +447,7 @@ class UpstreamPool:
                 if received:
                     raise UpstreamConnectError("upstream closed the connection in the middle of a response head")
                 return None
-            await conn.wait()
+            await conn.wait(deadline)
 
     def close(self) -> None:
         """Close every idle connection (on shutdown)."""
