@@ -38,22 +38,45 @@ LEXICAL_WEIGHT = 0.1  # chosen on CLINC150 val (bench/router/encoder_comparison.
 LEXICAL_MAX_CHARS = 1024  # n-gram features of a long prompt's head are enough to add lexical evidence
 WORD_CACHE_SIZE = 100_000  # per index: a word's known feature ids (bounded; words past it are computed each time)
 _WORD = re.compile(r"[a-z0-9']+")
+# For an ASCII (lower-cased) head, `_WORD.findall` is `translate(_NOT_WORD_TO_SPACE).split()`, at half the cost.
+_NOT_WORD_TO_SPACE = str.maketrans({c: " " for c in map(chr, range(128)) if not _WORD.fullmatch(c)})
 
 
-@functools.lru_cache(maxsize=65536)
-def _word_features(word: str) -> tuple[str, ...]:
-    """A word's own features (the word and its character 3-5-grams), cached: words repeat within and across
-    prompts, and this is most of the lexical cost of a long prompt."""
+# Words longer than this are not cached: real words are short, and a cache entry grows with the word (its
+# n-grams), so a client sending endless unique long "words" must not grow the router's memory.
+MAX_CACHED_WORD = 40
+
+
+def _word_features_uncached(word: str) -> tuple[str, ...]:
     padded = f" {word} "
     grams = ["c:" + padded[i : i + n] for n in (3, 4, 5) for i in range(max(1, len(padded) - n + 1))]
     return ("w:" + word, *grams)
 
 
+_word_features_cached = functools.lru_cache(maxsize=65536)(_word_features_uncached)
+
+
+def _word_features(word: str) -> tuple[str, ...]:
+    """A word's own features (the word and its character 3-5-grams), cached for words up to MAX_CACHED_WORD
+    characters: words repeat within and across prompts, and this is most of the lexical cost of a long prompt."""
+    return _word_features_cached(word) if len(word) <= MAX_CACHED_WORD else _word_features_uncached(word)
+
+
+def _words(text: str) -> list[str]:
+    """The lower-cased words of the text's head, in order."""
+    head = text[:LEXICAL_MAX_CHARS].lower()
+    return head.translate(_NOT_WORD_TO_SPACE).split() if head.isascii() else _WORD.findall(head)
+
+
 def _features(text: str) -> list[str]:
-    words = _WORD.findall(text[:LEXICAL_MAX_CHARS].lower())
+    words = _words(text)
     feats = [f for w in words for f in _word_features(w)]
     feats += ["b:" + a + " " + b for a, b in itertools.pairwise(words)]
     return feats
+
+
+def _packed(ids: list[int]) -> bytes:
+    return np.array(ids, dtype=np.int64).tobytes()
 
 
 class LexicalIndex:
@@ -79,35 +102,42 @@ class LexicalIndex:
                 postings[j].append((row, w / norm))
         self.post_rows = [np.array([r for r, _ in p], dtype=np.int64) for p in postings]
         self.post_vals = [np.array([v for _, v in p], dtype=np.float32) for p in postings]
-        self._word_ids: dict[str, list[int]] = {}
+        # Per word, its known feature ids; per word pair, its bigram's id; both as packed int64 bytes, so that a
+        # prompt's ids are one `bytes.join` and one `np.frombuffer` rather than ~1,300 Python ints converted.
+        self._word_ids: dict[str, bytes] = {}
+        self._bigram_ids: dict[str, dict[str, bytes]] = {}  # first word -> second word -> id
+        for f, j in self.vocab.items():
+            if f.startswith("b:"):
+                first, second = f[2:].split(" ", 1)
+                self._bigram_ids.setdefault(first, {})[second] = _packed([j])
 
-    def _feature_ids(self, text: str) -> list[int]:
-        """Vocabulary ids of `text`'s known features, repeated as often as they occur."""
+    def _feature_ids(self, text: str) -> I64:
+        """Vocabulary ids of `text`'s known features, repeated as often as they occur (in no particular order)."""
         vocab = self.vocab
         if self.features is not None:
-            return [j for f in self.features(text) if (j := vocab.get(f)) is not None]
-        words = _WORD.findall(text[:LEXICAL_MAX_CHARS].lower())
-        ids: list[int] = []
+            return np.array([j for f in self.features(text) if (j := vocab.get(f)) is not None], dtype=np.int64)
+        parts: list[bytes] = []
         cache = self._word_ids
-        for w in words:
+        bigrams = self._bigram_ids
+        after: dict[str, bytes] | None = None  # the bigrams that start with the previous word
+        for w in _words(text):
             known = cache.get(w)
             if known is None:
-                known = [j for f in _word_features(w) if (j := vocab.get(f)) is not None]
-                if len(cache) < WORD_CACHE_SIZE:
+                known = _packed([j for f in _word_features(w) if (j := vocab.get(f)) is not None])
+                if len(cache) < WORD_CACHE_SIZE and len(w) <= MAX_CACHED_WORD:
                     cache[w] = known
-            ids += known
-        for a, b in itertools.pairwise(words):
-            j = vocab.get(f"b:{a} {b}")
-            if j is not None:
-                ids.append(j)
-        return ids
+            parts.append(known)
+            if after is not None and (bigram := after.get(w)) is not None:
+                parts.append(bigram)
+            after = bigrams.get(w)
+        return np.frombuffer(b"".join(parts), dtype=np.int64)
 
     def query(self, text: str) -> tuple[I64, F32]:
         """Known feature ids of `text` (sorted, unique) and their normalised sublinear TF-IDF weights."""
         ids = self._feature_ids(text)
-        if not ids:
+        if not len(ids):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        uniq, counts = np.unique(np.array(ids, dtype=np.int64), return_counts=True)
+        uniq, counts = np.unique(ids, return_counts=True)
         v = ((1.0 + np.log(counts)) * self.idf[uniq]).astype(np.float32)
         norm = float(np.linalg.norm(v))
         return uniq, (v / norm if norm else v)
@@ -305,7 +335,7 @@ class RouteClassifier:
 
     def classify(self, text: str, input_tokens: int) -> Classification:
         """The route for `text`, or None (default tier) with the reason."""
-        lowered = text.lower()
+        lowered = text.lower() if any(self.keywords) else ""
         for route, kw in zip(self.routes, self.keywords, strict=True):
             if kw is not None and kw.search(lowered) and _fits(route.max_input_tokens, input_tokens):
                 return Classification(route.name, 1.0, route.name, 1.0, Reason.KEYWORD_MATCHED)

@@ -18,17 +18,21 @@ import yaml
 
 from tiered_operator.demo.workload import data_dir
 from tiered_router.classify import (
+    _WORD,
+    LEXICAL_MAX_CHARS,
     LINEAR_MIN_NEGATIVES,
     LexicalIndex,
     LinearHead,
     RouteClassifier,
     SparseRows,
+    _features,
+    _words,
     resolve_method,
 )
 from tiered_router.config import ClassifierMethod, EncoderSpec, parse_config
 from tiered_router.encoders import builtin_model_dir, load_encoder
 from tiered_router.evaluate import config_from_policy
-from tiered_router.static_embed import HEAD_CHARS, StaticEncoder, distil_table, load_table
+from tiered_router.static_embed import _PIECE, HEAD_CHARS, StaticEncoder, distil_table, load_table
 
 REPO = Path(__file__).resolve().parents[3]
 POLICY = REPO / "router_image" / "policies" / "clinc150-domains.yaml"
@@ -78,6 +82,27 @@ def test_piece_cached_tokenization_equals_tokenizing_the_whole_head() -> None:
               "x" * 150, "tabs\tand\nnewlines  and   spaces", "don't won't y'all", "A" * 3000]  # fmt: skip
     for t in texts:
         assert enc.token_ids(t) == enc.tokenizer.encode(t[:HEAD_CHARS], add_special_tokens=False).ids, t
+
+
+def test_chunk_cache_keeps_whole_head_ids_across_whitespace_kinds_and_when_emptied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """token_ids splits the head at `str.isspace` characters and caches per chunk; the ids must still be those of
+    the head's pieces (`_PIECE`) tokenized one by one, for every kind of unicode whitespace and after the bounded
+    cache is emptied. (BERT itself drops some of these characters, e.g. \\x0b, instead of splitting there, so
+    whole-head tokenization is the reference only for the common spaces.)"""
+    enc = load_encoder(EncoderSpec())
+    assert isinstance(enc, StaticEncoder)
+    spaces = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0", "\u2002", "\u2028", "\u3000"]
+    words = ["book", "a", "flight", "(x)", "don't", "e-mail:", "$12.50", "naïve", "中文", "foo_bar", "...", "C++"]
+    texts = [s.join(words) for s in spaces] + ["".join(w + spaces[i % len(spaces)] for i, w in enumerate(words * 9))]
+    monkeypatch.setattr("tiered_router.static_embed.CHUNK_CACHE_SIZE", 5)
+    for t in texts * 2:  # the second round reads the cache (and empties it several times: 5 entries at most)
+        pieces = _PIECE.findall(t[:HEAD_CHARS])
+        assert enc.token_ids(t) == [i for p in pieces for i in enc.tokenizer.encode(p, add_special_tokens=False).ids]
+        assert len(enc._chunk_ids) <= 5
+    for t in texts[:3]:  # " ", "\t", "\n"
+        assert enc.token_ids(t) == enc.tokenizer.encode(t[:HEAD_CHARS], add_special_tokens=False).ids, repr(t)
 
 
 def _tiny_bert(root: Path, hidden: int = 8, vocab: int = 30522) -> None:
@@ -167,6 +192,23 @@ def test_sparse_rows_products_match_dense_algebra() -> None:
     assert not sparse.matmul(w)[1].any()  # the empty document
 
 
+def test_lexical_feature_ids_equal_the_string_features_looked_up() -> None:
+    """The per-request path (cached per-word ids, bigrams by word pair, packed ids) counts exactly the features
+    `_features` names, for ASCII heads (translate + split) and others (regex)."""
+    docs = ["what is my account balance", "transfer money to savings", "will it rain tomorrow in paris",
+            "book a table for 4 at 7pm", "don't cancel my card's pin", "naïve café account balance"]  # fmt: skip
+    index = LexicalIndex(docs)
+    queries = [*docs, "WHAT IS MY ACCOUNT BALANCE?! transfer: money->savings", "what_is my-account 'balance'",
+               "x" * 2000 + " account balance", "Ünïcode account balance İstanbul", "", "!!!"]  # fmt: skip
+    queries += ["is my account " * 200]
+    queries += ["".join(map(chr, range(128))) + " account balance", "account\x1cbalance\u00a0transfer money"]
+    for q in queries * 2:  # the second round reads the per-word cache
+        expected = sorted(j for f in _features(q) if (j := index.vocab.get(f)) is not None)
+        assert sorted(index._feature_ids(q).tolist()) == expected, q
+    ascii_head = "".join(map(chr, range(128))) * 3 + "It's a Test-case, isn't it? x_y z'9"
+    assert _words(ascii_head) == _WORD.findall(ascii_head[:LEXICAL_MAX_CHARS].lower())
+
+
 def test_linear_head_learns_a_separable_problem() -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((3, 16)).astype(np.float32)
@@ -174,7 +216,7 @@ def test_linear_head_learns_a_separable_problem() -> None:
     x = centres[labels] + 0.3 * rng.standard_normal((60, 16)).astype(np.float32)
     empty = SparseRows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), 60, 5)
     head = LinearHead(x, empty, labels, 3)
-    probs = np.stack([head.probabilities(row, [], np.zeros(0, np.float32)) for row in x])
+    probs = np.stack([head.probabilities(row, np.zeros(0, np.int64), np.zeros(0, np.float32)) for row in x])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs.argmax(axis=1) == labels).mean() == 1.0
 
@@ -266,3 +308,27 @@ def test_eval_times_the_whole_decision_with_every_pii_entity_and_keeps_the_route
     plain = evaluate(config_, [Sample(text, frozenset({"banking"}))], clf)
     with_pii = evaluate(config_, [Sample(text + ", I am jane.doe@example.com", frozenset({"banking"}))], clf)
     assert plain["in_scope_accuracy"] == with_pii["in_scope_accuracy"] == 1.0
+
+
+def test_unique_long_words_do_not_grow_the_per_word_caches() -> None:
+    """A client sending endless unique long "words" must not grow the router's memory: the caches keep only
+    words, chunks and pieces of ordinary length (a cached entry grows with the word's n-grams)."""
+    from tiered_router.classify import MAX_CACHED_WORD, _word_features_cached
+    from tiered_router.static_embed import MAX_CACHED_CHARS
+
+    index = LexicalIndex(["book a flight to paris", "what is my credit card limit"])
+    enc = load_encoder(EncoderSpec())
+    assert isinstance(enc, StaticEncoder)
+    before = (_word_features_cached.cache_info().currsize, len(index._word_ids), len(enc._chunk_ids),
+              len(enc._piece_ids))  # fmt: skip
+    for i in range(300):
+        word = f"{i:04d}" + "q" * 200
+        index.query(f"book {word}")
+        enc.encode_one(f"book {word}")
+    after = (_word_features_cached.cache_info().currsize, len(index._word_ids), len(enc._chunk_ids),
+             len(enc._piece_ids))  # fmt: skip
+    assert all(a - b <= 1 for a, b in zip(after, before, strict=True)), (before, after)  # "book" at most
+    assert MAX_CACHED_WORD < 200 and MAX_CACHED_CHARS < 200
+    short = LexicalIndex(["book a flight"])
+    short.query("flights")
+    assert "flights" in short._word_ids  # ordinary words are still cached
