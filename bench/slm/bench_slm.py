@@ -4,7 +4,9 @@ Measures, side by side in one run (interleaved, medians over repetitions):
 
 * server vs direct decode tokens/s and time to first token (target: server >= 97 % of direct tokens/s, TTFT
   overhead <= 2 ms) - the server runs as real ``tiered-slm serve`` processes (defaults, and variants),
-  the client streams over HTTP; direct, server and server-asyncio runs go back to back in rotating order, and
+  the client streams over HTTP (aiohttp's client, and for the default server also the router's own upstream
+  client, which is what calls the SLM server in a deployment); direct, server and server-asyncio runs go back to
+  back in rotating order, and
   the figures are medians of per-round ratios/differences (each round sees the same machine load), with the
   load average of every round recorded;
 * file size and decode tokens/s for F32 / Q8_0 / Q4_K_M;
@@ -41,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from tiered_router.upstream_http import Endpoint, UpstreamPool
 from tiered_slm.engine import GenerationJob, SamplingParams
 from tiered_slm.model import ModelOptions, load_engine, load_llama, warm_up
 from tiered_slm.quantize import quantize_gguf
@@ -155,6 +158,35 @@ async def server_run(http: aiohttp.ClientSession, url: str, max_tokens: int, pid
             "decode_tps": (tokens - 1) / (last - first) if tokens > 1 else float("nan")}
 
 
+async def server_run_router_client(pool: UpstreamPool, url: str, max_tokens: int, pid: int,
+                                   prompt: str = PROMPT) -> dict[str, float]:
+    """`server_run` through the router's own upstream client (tiered_router.upstream_http): in a deployment the
+    SLM server's client is the router sidecar, and this is how it calls the server. Same body, same parsing."""
+    endpoint = Endpoint.from_url(f"{url}/v1/completions", {"Content-Type": "application/json"})
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                       "ignore_eos": True, "stream_options": {"include_usage": True}}).encode()
+    cpu_started = process_cpu_seconds(pid)
+    started = time.perf_counter()
+    first = last = None
+    usage: dict[str, int] = {}
+    buffer = b""
+    async with await pool.post(endpoint, body, "text/event-stream", 5.0) as response:
+        while data := await response.read_any():
+            now = time.perf_counter()
+            buffer += data
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if b'"usage":{' in event:
+                    usage = json.loads(event[6:])["usage"]
+                elif event.startswith(b"data: {") and b'"text":""' not in event:
+                    first = first or now
+                    last = now
+    assert first is not None and last is not None and usage
+    tokens = usage["completion_tokens"]
+    return {"ttft_s": first - started, "tokens": tokens, "cpu_s": process_cpu_seconds(pid) - cpu_started,
+            "decode_tps": (tokens - 1) / (last - first) if tokens > 1 else float("nan")}
+
+
 async def server_ttft(http: aiohttp.ClientSession, url: str) -> tuple[float, float]:
     """(sum, count) of the server's own time-to-first-token histogram (arrival to first token, no network)."""
     async with http.get(f"{url}/metrics") as response:
@@ -195,6 +227,7 @@ def quantiles(values: list[float]) -> dict[str, float]:
 
 
 # Server variants measured against the same direct runs: the defaults, and the alternatives docs/slm.md discusses.
+ROUTER_CLIENT_SIDE = "server_via_router_client"
 SERVERS: dict[str, tuple[str, ...]] = {
     "server": (),  # uvloop, a write every 20 ms after the first token
     "server_write_per_token": ("--stream-interval-ms", "0"),
@@ -211,7 +244,10 @@ async def server_vs_direct(model: Path, threads: int, ctx: int, rounds: int, max
     """
     llm = load_llama(model, n_ctx=ctx, threads=threads)
     servers = {name: start_server(model, threads, ctx, extra) for name, extra in SERVERS.items()}
-    runs: dict[str, list[dict[str, float]]] = {"direct": [], **{name: [] for name in servers}}
+    # The default server once more, called through the router's upstream client (see server_run_router_client).
+    clients = {**{name: name for name in servers}, ROUTER_CLIENT_SIDE: "server"}
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], **{side: [] for side in clients}}
+    pool = UpstreamPool()
     load_averages: list[float] = []
     runnable: list[float] = []
     try:
@@ -220,8 +256,9 @@ async def server_vs_direct(model: Path, threads: int, ctx: int, rounds: int, max
                 await asyncio.to_thread(direct_generate, llm, 16)
                 for process, url in servers.values():
                     await server_run(http, url, 16, process.pid)
+                await server_run_router_client(pool, servers["server"][1], 16, servers["server"][0].pid)
             ttft_before = {name: await server_ttft(http, url) for name, (_process, url) in servers.items()}
-            order = ["direct", *servers]
+            order = ["direct", *clients]
             for index in range(rounds):
                 load_averages.append(os.getloadavg()[0])
                 runnable.append(runnable_threads())
@@ -229,12 +266,16 @@ async def server_vs_direct(model: Path, threads: int, ctx: int, rounds: int, max
                 for side in rotation:
                     if side == "direct":
                         runs[side].append(await asyncio.to_thread(direct_generate, llm, max_tokens))
+                    elif side == ROUTER_CLIENT_SIDE:
+                        process, url = servers[clients[side]]
+                        runs[side].append(await server_run_router_client(pool, url, max_tokens, process.pid))
                     else:
                         process, url = servers[side]
                         runs[side].append(await server_run(http, url, max_tokens, process.pid))
                     await asyncio.sleep(SETTLE_S)
             ttft_after = {name: await server_ttft(http, url) for name, (_process, url) in servers.items()}
     finally:
+        pool.close()
         for process, _url in servers.values():
             process.send_signal(signal.SIGTERM)
         for process, _url in servers.values():
@@ -252,14 +293,15 @@ async def server_vs_direct(model: Path, threads: int, ctx: int, rounds: int, max
                         "ttft_ms": quantiles([r["ttft_s"] * 1000 for r in values]),
                         "cpu_ms_per_token": cpu * 1000,
                         "tokens_generated": sorted({int(r["tokens"]) for r in values})}
-    for side in servers:
+    for side, server in clients.items():
         ratios = [s["decode_tps"] / d["decode_tps"] for d, s in zip(runs["direct"], runs[side], strict=True)]
         overheads = [(s["ttft_s"] - d["ttft_s"]) * 1000 for d, s in zip(runs["direct"], runs[side], strict=True)]
-        served = ttft_after[side][1] - ttft_before[side][1]
+        served = ttft_after[server][1] - ttft_before[server][1]
         result[side].update({
             "tokens_per_s_ratio_per_round": quantiles(ratios),
             "ttft_overhead_ms_per_round": quantiles(overheads),
-            "server_side_ttft_ms_mean": (ttft_after[side][0] - ttft_before[side][0]) / max(1, served) * 1000,
+            # per server process: the two clients of the default server share this figure
+            "server_side_ttft_ms_mean": (ttft_after[server][0] - ttft_before[server][0]) / max(1, served) * 1000,
             "cpu_overhead_per_token": result[side]["cpu_ms_per_token"] / result["direct"]["cpu_ms_per_token"] - 1,
             "meets_target": median(ratios) >= 0.97 and median(overheads) <= 2.0,
         })
