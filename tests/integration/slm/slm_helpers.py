@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,12 +106,24 @@ def start_server_process(args: list[str], timeout_s: float = 60.0, env: dict[str
 
 
 def finish_process(server: ServerProcess, timeout_s: float = 30.0) -> tuple[int, str]:
-    """Wait for the process to exit; return its exit code and its whole log."""
+    """Wait for the process to exit; return its exit code and its whole log.
+
+    The rest of the log is read through the same text stream `start_server_process` read lines from:
+    `communicate(timeout=...)` reads the pipe's file descriptor directly and would lose whatever `readline` had
+    already buffered past the 'listening on' line (a start-up failure logged right after it went missing so).
+    """
+    assert server.process.stdout is not None
+    stdout = server.process.stdout
+    rest: list[str] = []
+    reader = threading.Thread(target=lambda: rest.append(stdout.read()), daemon=True)
+    reader.start()
     try:
-        rest, _ = server.process.communicate(timeout=timeout_s)
+        server.process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         server.process.send_signal(signal.SIGKILL)
-        rest, _ = server.process.communicate()
-        raise AssertionError("server did not exit in time:\n" + "".join(server.log_lines) + rest) from None
-    return server.process.returncode, "".join(server.log_lines) + (rest or "")
+        server.process.wait()
+        reader.join(timeout=10)
+        raise AssertionError("server did not exit in time:\n" + "".join(server.log_lines + rest)) from None
+    reader.join(timeout=10)
+    return server.process.returncode, "".join(server.log_lines + rest)
 
