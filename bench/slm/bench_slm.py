@@ -124,67 +124,71 @@ def direct_create_completion(llm: Any, max_tokens: int) -> dict[str, float]:
             "decode_tps": (tokens - 1) / (last - first) if tokens > 1 else float("nan")}
 
 
-async def server_run(http: aiohttp.ClientSession, url: str, max_tokens: int, pid: int,
-                     prompt: str = PROMPT) -> dict[str, float]:
-    """The same request through the server's streaming /v1/completions, timed at the client.
+def completion_body(prompt: str, max_tokens: int) -> dict[str, Any]:
+    return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
+            "stream_options": {"include_usage": True}}
+
+
+class StreamTimer:
+    """Times a streamed /v1/completions at the client, whichever HTTP client reads it.
 
     The client shares the machine with the server, so it does as little as it can: it splits the stream into
     events and looks for text without decoding JSON (the server writes ``"text":""`` only in the final chunk);
     only the usage event is parsed. ``cpu_s`` is the server process's CPU time for the request (model, HTTP,
     metrics, all threads).
     """
-    cpu_started = process_cpu_seconds(pid)
-    started = time.perf_counter()
-    first = last = None
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
-            "stream_options": {"include_usage": True}}
-    usage: dict[str, int] = {}
-    buffer = b""
-    async with http.post(f"{url}/v1/completions", json=body) as response:
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu_started = process_cpu_seconds(pid)
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.last: float | None = None
+        self.usage: dict[str, int] = {}
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self.buffer += data
+        *events, self.buffer = self.buffer.split(b"\n\n")
+        for event in events:
+            if b'"usage":{' in event:
+                self.usage = json.loads(event[6:])["usage"]
+            elif event.startswith(b"data: {") and b'"text":""' not in event:
+                self.first = self.first or now
+                self.last = now
+
+    def result(self) -> dict[str, float]:
+        first, last = self.first, self.last
+        assert first is not None and last is not None and self.usage
+        # Chunks can carry several tokens; the usage block has the exact count.
+        tokens = self.usage["completion_tokens"]
+        return {"ttft_s": first - self.started, "tokens": tokens,
+                "cpu_s": process_cpu_seconds(self.pid) - self.cpu_started,
+                "decode_tps": (tokens - 1) / (last - first) if tokens > 1 else float("nan")}
+
+
+async def server_run(http: aiohttp.ClientSession, url: str, max_tokens: int, pid: int,
+                     prompt: str = PROMPT) -> dict[str, float]:
+    """The same request through the server's streaming /v1/completions, with aiohttp's client."""
+    timer = StreamTimer(pid)
+    async with http.post(f"{url}/v1/completions", json=completion_body(prompt, max_tokens)) as response:
         async for data in response.content.iter_any():
-            now = time.perf_counter()
-            buffer += data
-            *events, buffer = buffer.split(b"\n\n")
-            for event in events:
-                if b'"usage":{' in event:
-                    usage = json.loads(event[6:])["usage"]
-                elif event.startswith(b"data: {") and b'"text":""' not in event:
-                    first = first or now
-                    last = now
-    assert first is not None and last is not None and usage
-    # Chunks can carry several tokens; the usage block has the exact count.
-    tokens = usage["completion_tokens"]
-    return {"ttft_s": first - started, "tokens": tokens, "cpu_s": process_cpu_seconds(pid) - cpu_started,
-            "decode_tps": (tokens - 1) / (last - first) if tokens > 1 else float("nan")}
+            timer.feed(data)
+    return timer.result()
 
 
 async def server_run_router_client(pool: UpstreamPool, url: str, max_tokens: int, pid: int,
                                    prompt: str = PROMPT) -> dict[str, float]:
     """`server_run` through the router's own upstream client (tiered_router.upstream_http): in a deployment the
-    SLM server's client is the router sidecar, and this is how it calls the server. Same body, same parsing."""
+    SLM server's client is the router sidecar, and this is how it calls the server."""
     endpoint = Endpoint.from_url(f"{url}/v1/completions", {"Content-Type": "application/json"})
-    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                       "ignore_eos": True, "stream_options": {"include_usage": True}}).encode()
-    cpu_started = process_cpu_seconds(pid)
-    started = time.perf_counter()
-    first = last = None
-    usage: dict[str, int] = {}
-    buffer = b""
+    body = json.dumps(completion_body(prompt, max_tokens)).encode()
+    timer = StreamTimer(pid)
     async with await pool.post(endpoint, body, "text/event-stream", 5.0) as response:
         while data := await response.read_any():
-            now = time.perf_counter()
-            buffer += data
-            *events, buffer = buffer.split(b"\n\n")
-            for event in events:
-                if b'"usage":{' in event:
-                    usage = json.loads(event[6:])["usage"]
-                elif event.startswith(b"data: {") and b'"text":""' not in event:
-                    first = first or now
-                    last = now
-    assert first is not None and last is not None and usage
-    tokens = usage["completion_tokens"]
-    return {"ttft_s": first - started, "tokens": tokens, "cpu_s": process_cpu_seconds(pid) - cpu_started,
-            "decode_tps": (tokens - 1) / (last - first) if tokens > 1 else float("nan")}
+            timer.feed(data)
+    return timer.result()
 
 
 async def server_ttft(http: aiohttp.ClientSession, url: str) -> tuple[float, float]:
