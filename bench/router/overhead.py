@@ -15,8 +15,9 @@ Built for a small, shared, noisy machine:
   process itself consumed (/proc utime+stime), which other processes on the core cannot inflate;
 - the 1-minute load average is recorded before, during (each repetition) and after.
 
-A "floor" target (`--no-floor` to skip) is the same aiohttp server and upstream client forwarding bytes and doing
-nothing else: what any Python proxy hop costs here. Router variants: `keyword` (PII scan + a keyword route: the
+A "floor" target (`--no-floor` to skip) is the router's own HTTP server (tiered_http) and upstream client forwarding
+bytes and doing nothing else: what any Python proxy hop costs here; a second floor does the same on aiohttp's server.
+Router variants: `keyword` (PII scan + a keyword route: the
 proxy path with the cheapest decision) and one per `--policy FILE` (a RoutingPolicy manifest such as
 router_image/policies/clinc150-domains.yaml, with the encoder the manifest names unless `--policy-encoder`
 overrides it). `--baseline-src DIR` adds the keyword variant
@@ -71,10 +72,32 @@ app = web.Application(); app.router.add_post("/v1/chat/completions", h); app.rou
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-# The floor: the same aiohttp server and the router's upstream client, forwarding bytes with nothing else (no
+# The floor: the router's own HTTP server (tiered_http) and upstream client, forwarding bytes with nothing else (no
 # parsing, decision, metrics or header work). Router minus floor = what the routing itself costs; floor minus direct
-# = what any Python proxy hop costs on this machine.
+# = what any Python proxy hop costs on this machine. The same floor on aiohttp's server (the router's server until
+# this stop) is measured beside it.
 FLOOR_CODE = r"""
+import asyncio, sys
+from tiered_http import Response, Server
+from tiered_router.upstream_http import Endpoint, UpstreamPool
+import uvloop
+EP = Endpoint.from_url(sys.argv[2], {"Content-Type": "application/json"})
+async def main():
+    pool = UpstreamPool()
+    async def h(request):
+        if request.path == "/readyz":
+            return Response(text="ok")
+        body = await request.read()
+        async with await pool.post(EP, body, "*/*", 2.0) as r:
+            data = await r.read()
+        return Response(body=data, status=r.status, content_type="application/json")
+    server = Server(h)
+    await server.listen("127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+
+FLOOR_AIOHTTP_CODE = r"""
 import sys
 from aiohttp import web
 from tiered_router.upstream_http import Endpoint, UpstreamPool
@@ -419,14 +442,12 @@ async def main_async(args: argparse.Namespace, loads: dict[str, Any]) -> dict[st
         targets: dict[str, tuple[str, str, int | None]] = {"direct": (upstream + "/chat/completions", "m", None)}
         variants: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         if args.floor:
-            port = free_port()
-            procs.append(start([PY, "-c", FLOOR_CODE, str(port), upstream + "/chat/completions"], env))
-            await wait_http(f"http://127.0.0.1:{port}/readyz")
-            targets["floor: bare forwarding proxy"] = (
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                "m",
-                procs[-1].pid,
-            )
+            floors = {"floor: bare forwarding proxy": FLOOR_CODE, "floor on aiohttp's server": FLOOR_AIOHTTP_CODE}
+            for label, code in floors.items():
+                port = free_port()
+                procs.append(start([PY, "-c", code, str(port), upstream + "/chat/completions"], env))
+                await wait_http(f"http://127.0.0.1:{port}/readyz")
+                targets[label] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m", procs[-1].pid)
         if "keyword" in args.variants:
             variants.append(("tiered-router (keyword)", router_config(upstream, "keyword"), env))
         if args.baseline_src:

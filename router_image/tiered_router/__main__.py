@@ -21,9 +21,9 @@ import yaml  # noqa: E402
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import signal
 
-    from .server import HOLDER, build_app
+    from .server import build_service
 
     try:  # optional: uvloop makes the relay's event loop cheaper; plain asyncio works the same
         import uvloop
@@ -31,17 +31,29 @@ def _serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    app = build_app(Path(args.config), poll_seconds=args.poll_seconds)
+    service = build_service(Path(args.config), poll_seconds=args.poll_seconds)
     log = logging.getLogger("tiered_router")
-    if app[HOLDER].state is None:
+    if service.holder.state is None:
         # Start anyway (readyz says why): a later valid ConfigMap update makes the router ready without a restart.
-        log.error("starting without a valid config: %s", app[HOLDER].last_error)
+        log.error("starting without a valid config: %s", service.holder.last_error)
     # Everything loaded so far (modules, config, classifier data) lives as long as the process: move it out of the
     # collector's generations so full collections scan only what requests allocate (shorter p99 pauses).
     gc.collect()
     gc.freeze()
     log.info("event loop policy: %s", type(asyncio.get_event_loop_policy()).__module__)
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, handle_signals=True)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        port = await service.start(args.host, args.port)
+        log.info("listening on http://%s:%d", args.host, port)
+        await stop.wait()
+        log.info("stopping: requests in flight get up to 5 s")
+        await service.stop(5.0)
+
+    asyncio.run(run())
     return 0
 
 

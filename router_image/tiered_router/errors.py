@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
+from tiered_http import Response
 
 _TYPES = {
     400: "invalid_request_error",
@@ -29,10 +29,10 @@ def error_response(
     code: str,
     param: str | None = None,
     headers: dict[str, str] | None = None,
-) -> web.Response:
+) -> Response:
     """A JSON error response in OpenAI's shape."""
     body = {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": param, "code": code}}
-    return web.Response(
+    return Response(
         status=status,
         body=json.dumps(body).encode(),
         content_type="application/json",

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from tiered_http import Request, Response, StreamResponse
 
 from .breaker import CircuitState
 from .config import FallbackTrigger, TierConfig
@@ -118,7 +118,7 @@ class Dispatcher:
 
     async def serve(
         self,
-        request: web.BaseRequest,
+        request: Request,
         state: RouterState,
         decision: Decision,
         body: dict[str, Any],
@@ -127,7 +127,7 @@ class Dispatcher:
         started: float,
         input_estimate: int,
         raw: bytes | None = None,
-    ) -> web.StreamResponse:
+    ) -> StreamResponse:
         """Try each tier of the decision's chain; relay the first answer; OpenAI error when all fail.
 
         `raw` is the client's body exactly as received when `body` is unchanged (no redaction), so a tier whose
@@ -187,7 +187,7 @@ class Dispatcher:
             return resp
         return self._exhausted(decision, failures, route)
 
-    def _exhausted(self, decision: Decision, failures: list[tuple[str, AttemptFailure]], route: str) -> web.Response:
+    def _exhausted(self, decision: Decision, failures: list[tuple[str, AttemptFailure]], route: str) -> Response:
         tier = failures[-1][0] if failures else (decision.tier or "none")
         self.metrics.requests_by(tier, route, "failed").inc()
         kinds = {f.kind for _, f in failures}
@@ -211,7 +211,7 @@ class Dispatcher:
 
     async def _attempt(
         self,
-        request: web.BaseRequest,
+        request: Request,
         state: RouterState,
         up: Upstream,
         data: bytes,
@@ -222,7 +222,7 @@ class Dispatcher:
         started: float,
         route: str,
         input_estimate: int,
-    ) -> web.StreamResponse:
+    ) -> StreamResponse:
         tier = up.tier
         loop = asyncio.get_running_loop()
         deadline = loop.time() + up.total_s  # totalMs bounds the whole attempt, body or stream included
@@ -254,16 +254,21 @@ class Dispatcher:
             except UpstreamProtocolError as exc:
                 raise AttemptFailure(FallbackTrigger.CONNECT, "protocol", str(exc)) from None
         elapsed = time.perf_counter() - started
-        outcome = "success" if upstream.status < 400 else "upstream_4xx"
-        usage = usage_from_body(raw) if upstream.status < 400 else None
-        self._account(state, tier, route, outcome, elapsed, elapsed, usage, input_estimate)
         headers = {k: v for k, v in upstream.headers if k.lower() not in _DROP_HEADERS}
         headers.update(headers_out)
-        return web.Response(status=upstream.status, body=raw, headers=headers)
+        # Accounted (usage read from the body, metrics) right after the answer is written, not before.
+        loop.call_soon(self._account_body, state, tier, route, upstream.status, elapsed, raw, input_estimate)
+        return Response(status=upstream.status, body=raw, headers=headers)
+
+    def _account_body(self, state: RouterState, tier: TierConfig, route: str, status: int, elapsed: float,
+                      raw: bytes, input_estimate: int) -> None:  # fmt: skip
+        ok = status < 400
+        usage = usage_from_body(raw) if ok else None
+        self._account(state, tier, route, "success" if ok else "upstream_4xx", elapsed, elapsed, usage, input_estimate)
 
     async def _relay_stream(
         self,
-        request: web.BaseRequest,
+        request: Request,
         state: RouterState,
         upstream: UpstreamResponse,
         tier: TierConfig,
@@ -273,7 +278,7 @@ class Dispatcher:
         input_estimate: int,
         first_byte_s: float,
         deadline: float,
-    ) -> web.StreamResponse:
+    ) -> StreamResponse:
         loop = asyncio.get_running_loop()
         try:
             first = await upstream.read_any(min(loop.time() + first_byte_s, deadline))
@@ -283,7 +288,7 @@ class Dispatcher:
             raise AttemptFailure(FallbackTrigger.CONNECT, "protocol", str(exc)) from None
         if not first:
             raise AttemptFailure(FallbackTrigger.SERVER_ERROR, "protocol", "empty stream")
-        resp = web.StreamResponse(status=200)
+        resp = StreamResponse(status=200)
         resp.content_type = (
             upstream.content_type if upstream.content_type != "application/octet-stream" else ("text/event-stream")
         )

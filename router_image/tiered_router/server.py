@@ -3,9 +3,9 @@ pipeline, and hands off to the dispatcher.
 
 Handlers stay thin on purpose (see docs/router.md): everything that decides lives in decision.py and is tested
 without sockets; everything that talks to upstreams lives in proxy.py. The router serves seven fixed paths, so
-`RouterService.handle` looks the path up in one dict and shapes every error itself (OpenAI JSON, no traces)
-instead of going through aiohttp's URL dispatcher and an error middleware: the same answers for less work per
-request (docs/router.md "The request path").
+`RouterService.handle` looks the path up in one dict and shapes every error itself (OpenAI JSON, no traces). It
+runs on tiered_http's server (router_image/tiered_http), a plain asyncio protocol with httptools' parser: the
+same answers as the aiohttp application it replaced for less work per request (docs/router.md "The request path").
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tiered_http import HTTPError, Request, Response, Server, StreamResponse, json_response
+
+from .config import RouterConfig
 from .decision import Decision, RoutingRequest, decide, estimate_tokens
 from .errors import error_response
 from .metrics import RouterMetrics
@@ -34,42 +34,33 @@ from .upstream_http import UpstreamPool
 
 log = logging.getLogger("tiered_router")
 
-HOLDER = web.AppKey("holder", ConfigHolder)
-METRICS = web.AppKey("metrics", RouterMetrics)
-HARD_BODY_CAP = 64 * 1024 * 1024  # aiohttp's own cap; the configured (smaller) limit is enforced per request
+HARD_BODY_CAP = 64 * 1024 * 1024  # the HTTP server's own cap; the configured (smaller) limit is enforced per request
 
 
 INLINE_DECISION_S = 0.0005  # decisions cheaper than this on average run on the event loop (see _decide)
 _THREAD_TOKENS = 2048  # prompts at least this long always go to the worker thread when the encoder is neural
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+Handler = Callable[[Request], Awaitable[StreamResponse]]
+_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_encoding"}
 
 
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The body, or None when it exceeds `limit` (checked on Content-Length and while reading)."""
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it exceeds `limit` (checked on Content-Length and while reading).
+
+    A compressed body is decoded while read, so its decoded size is only known by counting. HTTPError (400 for a
+    body that does not match its Content-Encoding or a connection closed early, 415 for an unknown coding, 413
+    over the server's hard cap) goes to the caller."""
     length = request.content_length
     if length is not None and length > limit:
         return None
-    try:
-        if length is not None and "Content-Encoding" not in request.headers:
-            # The common case: one read of exactly Content-Length bytes. A compressed body is decoded while read,
-            # so its decoded size is only known by counting (below).
-            body = await request.read()
-            return body if len(body) <= limit else None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. a Content-Encoding the body does not match
-        detail = exc.message if isinstance(exc, HttpProcessingError) else str(exc).split("message:", 1)[-1]
-        raise BadRequest(f"request body cannot be decoded: {detail.strip()}") from None
-    except ConnectionResetError:  # the client left before sending the whole body; nobody reads the answer
-        raise BadRequest("the connection closed before the request body was complete") from None
-    return b"".join(chunks)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.iter_chunks():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _decision_headers(decision: Decision) -> dict[str, str]:
@@ -100,13 +91,25 @@ async def _decide(state: RouterState, routing: RoutingRequest) -> tuple[Decision
     return decision, spent
 
 
+def _count_decision(metrics: RouterMetrics, decision: Decision, spent: float, config: RouterConfig) -> None:
+    metrics.decision_latency.observe(spent)
+    metrics.decisions_by(decision.reason.value, decision.tier or "none").inc()
+    if decision.pii:
+        action = config.residency.pii.action.value
+        for entity in decision.pii:
+            metrics.pii_by(entity, action).inc()
+
+
 class RouterService:
-    """Everything one router process serves, behind a single aiohttp handler (`handle`)."""
+    """Everything one router process serves, behind a single handler (`handle`) on tiered_http's server."""
 
     def __init__(self, holder: ConfigHolder, metrics: RouterMetrics) -> None:
         self.holder = holder
         self.metrics = metrics
         self.dispatcher: Dispatcher | None = None  # set while running (it owns the upstream pool)
+        self.pool: UpstreamPool | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.server: Server | None = None
         gets: dict[str, Handler] = {
             "/v1/models": self.models,
             "/healthz": self.healthz,
@@ -120,7 +123,7 @@ class RouterService:
             **{path: {"GET": h, "HEAD": h} for path, h in gets.items()},
         }
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> StreamResponse:
         """Dispatch on path and method; every error leaves as OpenAI-shaped JSON (unknown paths, wrong methods,
         and anything unexpected, without a trace)."""
         methods = self.routes.get(request.path)
@@ -133,23 +136,23 @@ class RouterService:
             )
         try:
             return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return error_response(exc.status, exc.reason, _ERROR_CODES.get(exc.status, "http_error"))
+        except HTTPError as exc:  # the body could not be read: the rest of it cannot be skipped either
+            response = error_response(exc.status, exc.message, _ERROR_CODES.get(exc.status, "invalid_request"))
+            response.force_close()
+            return response
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(500, "internal router error", "internal_error")
 
-    async def chat_completions(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def chat_completions(self, request: Request) -> StreamResponse:
         return await self._completion(request, "chat", "/chat/completions")
 
-    async def completions(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def completions(self, request: Request) -> StreamResponse:
         return await self._completion(request, "completion", "/completions")
 
-    async def _completion(self, request: web.BaseRequest, kind: str, path: str) -> web.StreamResponse:
+    async def _completion(self, request: Request, kind: str, path: str) -> StreamResponse:
         started = time.perf_counter()
         state = self.holder.state
         dispatcher = self.dispatcher
@@ -157,12 +160,7 @@ class RouterService:
             return error_response(503, "router has no valid config yet", "not_ready")
         metrics = self.metrics
         config = state.config
-        try:
-            raw = await _read_body(request, config.max_body_bytes)
-        except BadRequest as exc:
-            response = error_response(400, str(exc), "invalid_request")
-            response.force_close()  # the rest of the body is unread: the connection cannot carry another request
-            return response
+        raw = await _read_body(request, config.max_body_bytes)  # HTTPError: answered (and closed) by `handle`
         if raw is None:
             too_large = error_response(
                 413, f"request body exceeds the limit of {config.max_body_bytes} bytes (maxBodyBytes)", "body_too_large"
@@ -182,12 +180,8 @@ class RouterService:
             route_text=classification_text(parsed),
         )
         decision, spent = await _decide(state, routing)
-        metrics.decision_latency.observe(spent)
-        metrics.decisions_by(decision.reason.value, decision.tier or "none").inc()
-        if decision.pii:
-            action = config.residency.pii.action.value
-            for entity in decision.pii:
-                metrics.pii_by(entity, action).inc()
+        # Counted once the loop is idle (while the upstream works on the request), not before it is sent.
+        asyncio.get_running_loop().call_soon(_count_decision, metrics, decision, spent, config)
         if decision.rejected:
             metrics.requests_by("none", decision.route or "none", "rejected").inc()
             return error_response(
@@ -209,7 +203,7 @@ class RouterService:
             raw=None if decision.redact else raw,
         )
 
-    async def models(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def models(self, request: Request) -> StreamResponse:
         """Tiers, routes and the auto model as OpenAI model objects (what a client may put in `model`)."""
         state = self.holder.state
         if state is None:
@@ -221,54 +215,51 @@ class RouterService:
                   "tiered": {"kind": "tier", "backend": t.kind.value, "model": t.model}} for t in c.tiers]  # fmt: skip
         data += [{"id": r.name, "object": "model", "created": 0, "owned_by": "tiered",
                   "tiered": {"kind": "route", "tier": r.tier}} for r in c.routes]  # fmt: skip
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
-    async def healthz(self, request: web.BaseRequest) -> web.StreamResponse:
-        return web.json_response({"status": "ok"})
+    async def healthz(self, request: Request) -> StreamResponse:
+        return json_response({"status": "ok"})
 
-    async def readyz(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def readyz(self, request: Request) -> StreamResponse:
         holder = self.holder
         if holder.state is None:
-            return web.json_response({"status": "not ready", "reason": holder.last_error or "no config"}, status=503)
-        return web.json_response({"status": "ready", "config": holder.state.config_hash})
+            return json_response({"status": "not ready", "reason": holder.last_error or "no config"}, status=503)
+        return json_response({"status": "ready", "config": holder.state.config_hash})
 
-    async def metrics_text(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def metrics_text(self, request: Request) -> StreamResponse:
         body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def openapi(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def openapi(self, request: Request) -> StreamResponse:
         """The OpenAPI document of this router, for the config it serves now (see openapi.py)."""
         state = self.holder.state
-        return web.json_response(document(state.config if state is not None else None))
+        return json_response(document(state.config if state is not None else None))
 
-    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        """Upstream pool and config watcher, for as long as the application runs (aiohttp cleanup context)."""
-        pool = UpstreamPool(keepalive_s=60.0)
-        self.dispatcher = Dispatcher(pool, self.metrics)
-        watcher = asyncio.create_task(self.holder.watch())
-        yield
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks one) with the upstream pool and config watcher running; the bound port."""
+        self.pool = UpstreamPool(keepalive_s=60.0)
+        self.dispatcher = Dispatcher(self.pool, self.metrics)
+        self.watcher = asyncio.create_task(self.holder.watch())
+        self.server = Server(self.handle, max_body=HARD_BODY_CAP)
+        addresses = await self.server.listen(host, port)
+        return addresses[0][1]
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening, let requests in flight finish (up to `timeout`), then close the pool and watcher."""
+        if self.server is not None:
+            await self.server.shutdown(timeout)
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
         self.dispatcher = None
-        pool.close()
+        if self.pool is not None:
+            self.pool.close()
 
 
-def build_app(config_path: Path, poll_seconds: float = 1.0, metrics: RouterMetrics | None = None) -> web.Application:
-    """The router application; the config is loaded before the first request and watched afterwards.
-
-    Every request goes to `RouterService.handle`, which dispatches on path and method itself. The served paths are
-    registered as plain routes too, only because aiohttp finds those by a dict lookup, before any pattern.
-    """
-    app = web.Application(client_max_size=HARD_BODY_CAP)
+def build_service(config_path: Path, poll_seconds: float = 1.0, metrics: RouterMetrics | None = None) -> RouterService:
+    """The router; the config is loaded before the first request and watched once `start` runs."""
     m = metrics or RouterMetrics()
     holder = ConfigHolder(config_path, m, poll_seconds)
     holder.load_once()
-    service = RouterService(holder, m)
-    app[METRICS] = m
-    app[HOLDER] = holder
-    app.cleanup_ctx.append(service.lifecycle)
-    for path in service.routes:
-        app.router.add_route("*", path, service.handle)
-    app.router.add_route("*", "/{path:.*}", service.handle)  # unknown paths: `handle` answers 404
-    return app
+    return RouterService(holder, m)

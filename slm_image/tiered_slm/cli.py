@@ -170,18 +170,12 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from tiered_slm.model import load_engine, warm_up
     from tiered_slm.server import SlmServer, report_line, run_until_stopped
 
     options = _model_options(args)
     server = SlmServer(queue_size=args.queue_size, stream_interval_s=max(0.0, args.stream_interval_ms) / 1000)
-    runner = web.AppRunner(server.app(), handle_signals=False, access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else args.port
+    port = await server.start(args.host, args.port)
     log.info("listening on http://%s:%d (healthz now, readyz after load and warm-up; event loop %s)", args.host,
              port, type(asyncio.get_running_loop()).__module__)
 
@@ -199,7 +193,7 @@ async def _serve(args: argparse.Namespace) -> int:
     await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
     if not loading.done():
         log.info("stop requested while loading; exiting")
-        await runner.cleanup()
+        await server.stop()
         server.close()
         return EXIT_OK
     error = loading.exception()
@@ -207,13 +201,13 @@ async def _serve(args: argparse.Namespace) -> int:
         code = exit_code_for(error)
         log.error("refusing to start (exit code %d): %s", code, error)
         write_termination_message(f"exit code {code}: {error}")
-        await runner.cleanup()
+        await server.stop()
         server.close()
         return code
     engine, report, warm_seconds = loading.result()
     server.attach(engine, report)
     log.info("%s (warm-up %.3fs)", report_line(report), warm_seconds)
-    drained = await run_until_stopped(server, runner, stop, args.drain_timeout)
+    drained = await run_until_stopped(server, stop, args.drain_timeout)
     log.info("stopped (%s)", "drained" if drained else "drain timed out")
     return EXIT_OK if drained else EXIT_DRAIN_TIMEOUT
 

@@ -1,4 +1,5 @@
-"""The HTTP face of the SLM: OpenAI endpoints, probes and metrics on aiohttp.
+"""The HTTP face of the SLM: OpenAI endpoints, probes and metrics on tiered_http's server (router_image/tiered_http:
+an asyncio protocol with httptools' parser, shared with the router).
 
 The handlers are thin: validate (openai_api), admit (admission), hand the job to the model's worker thread
 (engine), and relay events. The process serves /healthz from the first second so a long model fetch or load
@@ -15,10 +16,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tiered_http import HTTPError, Request, Response, Server, StreamResponse, json_response
 from tiered_slm.admission import Admission, Draining, QueueFull
 from tiered_slm.engine import Engine, Finished, GenerationJob, TextDelta, TokenChannel
 from tiered_slm.metrics import SlmMetrics
@@ -43,13 +43,14 @@ from tiered_slm.openai_api import (
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[StreamResponse]]
 _Arg = TypeVar("_Arg")
 _Result = TypeVar("_Result")
 
 
 INLINE_TOKENIZE_CHARS = 8192
 COLLECT_POLL_S = 0.2
+MAX_BODY = 8 << 20  # request bodies over 8 MiB are refused (413)
 DEFAULT_STREAM_INTERVAL_S = 0.02  # --stream-interval-ms 20: see TokenChannel and docs/slm.md
 
 
@@ -79,6 +80,8 @@ class SlmServer:
         self.metrics.queue_depth.set_function(lambda: self.admission.waiting)
         self.metrics.in_flight.set_function(lambda: self.admission.running)
         self.metrics.ready.set_function(lambda: 1.0 if self.is_ready() else 0.0)
+        self.http: Server | None = None
+        self._routes = self.routes()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def attach(self, engine: Engine, report: ModelReport) -> None:
@@ -108,54 +111,73 @@ class SlmServer:
         self.worker.shutdown(wait=False, cancel_futures=True)
 
     # -- application -------------------------------------------------------------------------------------
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_and_counts], client_max_size=8 << 20)
-        app.router.add_post("/v1/chat/completions", self.chat_completions)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_endpoint)
-        return app
+    def routes(self) -> dict[str, dict[str, Handler]]:
+        gets: dict[str, Handler] = {"/v1/models": self.models, "/healthz": self.healthz, "/readyz": self.readyz,
+                                    "/metrics": self.metrics_endpoint}
+        return {
+            "/v1/chat/completions": {"POST": self.chat_completions},
+            "/v1/completions": {"POST": self.completions},
+            **{path: {"GET": h, "HEAD": h} for path, h in gets.items()},
+        }
 
-    @web.middleware
-    async def _errors_and_counts(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        endpoint = resource.canonical if resource is not None else "other"
+    async def handle(self, request: Request) -> StreamResponse:
+        """Dispatch on path and method, answer errors as OpenAI JSON, count every request by endpoint."""
+        methods = self._routes.get(request.path)
+        endpoint = request.path if methods is not None else "other"
         status = 500
         try:
+            if methods is None:
+                raise ApiError(404, f"no such endpoint: {request.path}", code="not_found")
+            handler = methods.get(request.method)
+            if handler is None:
+                raise ApiError(405, f"{request.method} is not allowed on {request.path}",
+                               code="method_not_allowed", headers={"Allow": ",".join(sorted(methods))})
             response = await handler(request)
             status = response.status
             return response
         except ApiError as error:
             status = error.status
-            return web.json_response(error.body(), status=error.status, headers=error.headers)
-        except web.HTTPException as error:
+            return json_response(error.body(), status=error.status, headers=error.headers)
+        except HTTPError as error:  # the body could not be read (413 over the cap, 400 undecodable, 415)
             status = error.status
-            raise
+            response = json_response(ApiError(error.status, error.message, code="invalid_body").body(),
+                                     status=error.status)
+            response.force_close()
+            return response
         finally:
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks one); the bound port. /healthz answers from now on."""
+        self.http = Server(self.handle, max_body=MAX_BODY)
+        addresses = await self.http.listen(host, port)
+        return addresses[0][1]
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop listening; requests still running get up to ``timeout_s``."""
+        if self.http is not None:
+            await self.http.shutdown(timeout_s)
+
     # -- probes and metadata -----------------------------------------------------------------------------
-    async def healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(self, _request: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    async def readyz(self, _request: web.Request) -> web.Response:
+    async def readyz(self, _request: Request) -> Response:
         if self.is_ready():
-            return web.json_response({"status": "ready"})
+            return json_response({"status": "ready"})
         state = "draining" if self.admission.draining else "loading"
-        return web.json_response({"status": state}, status=503)
+        return json_response({"status": state}, status=503)
 
-    async def models(self, _request: web.Request) -> web.Response:
+    async def models(self, _request: Request) -> Response:
         data = []
         if self.report is not None:
             data.append({"id": self.report.model_id, "object": "model", "created": 0, "owned_by": "tiered",
                          "tiered": self.report.as_dict()})
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
-    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+    async def metrics_endpoint(self, _request: Request) -> Response:
         body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # -- generation --------------------------------------------------------------------------------------
     def _ready_engine(self) -> Engine:
@@ -169,7 +191,7 @@ class SlmServer:
                            headers={"Retry-After": "5"})
         return self.engine
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
+    async def completions(self, request: Request) -> StreamResponse:
         arrival = time.perf_counter()
         engine = self._ready_engine()
         body = parse_request(CompletionRequest, await request.read())
@@ -192,7 +214,7 @@ class SlmServer:
         job = GenerationJob(tokens, sampling_params(body, budget))
         return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=False)
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def chat_completions(self, request: Request) -> StreamResponse:
         arrival = time.perf_counter()
         engine = self._ready_engine()
         body = parse_request(ChatRequest, await request.read())
@@ -215,8 +237,8 @@ class SlmServer:
             self.metrics.rejections.labels(reason="context_length").inc()
             raise
 
-    async def _respond(self, request: web.Request, engine: Engine, job: GenerationJob, stream: bool,
-                       include_usage: bool, arrival: float, *, chat: bool) -> web.StreamResponse:
+    async def _respond(self, request: Request, engine: Engine, job: GenerationJob, stream: bool,
+                       include_usage: bool, arrival: float, *, chat: bool) -> StreamResponse:
         try:
             async with self.admission.slot():
                 return await self._run(request, engine, job, stream, include_usage, arrival, chat)
@@ -229,8 +251,8 @@ class SlmServer:
             raise ApiError(503, str(draining), error_type="server_error", code="draining",
                            headers={"Retry-After": "1"}) from None
 
-    async def _run(self, request: web.Request, engine: Engine, job: GenerationJob, stream: bool,
-                   include_usage: bool, arrival: float, chat: bool) -> web.StreamResponse:
+    async def _run(self, request: Request, engine: Engine, job: GenerationJob, stream: bool,
+                   include_usage: bool, arrival: float, chat: bool) -> StreamResponse:
         """Run ``job`` on the worker thread (the caller holds the slot) and relay its events."""
         self.metrics.queue_wait.observe(time.perf_counter() - arrival)
         loop = asyncio.get_running_loop()
@@ -273,8 +295,8 @@ class SlmServer:
         if rate is not None:
             self.metrics.decode_rate.observe(rate)
 
-    async def _collect(self, request: web.Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
-                       arrival: float, chat: bool) -> web.Response:
+    async def _collect(self, request: Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
+                       arrival: float, chat: bool) -> Response:
         pieces: list[str] = []
         while True:
             for event in await channel.get_batch():
@@ -287,20 +309,21 @@ class SlmServer:
                 ids = ResponseIds("chatcmpl" if chat else "cmpl")
                 text = "".join(pieces)
                 payload = (chat_body if chat else completion_body)(ids, engine.model_id, text, event)
-                return web.json_response(payload)
+                return json_response(payload)
             if request.transport is None or request.transport.is_closing():
                 job.cancel.set()
 
-    async def _open_stream(self, request: web.Request, engine: Engine, job: GenerationJob,
+    async def _open_stream(self, request: Request, engine: Engine, job: GenerationJob,
                            chat: bool) -> SseStream:
         ids = ResponseIds("chatcmpl" if chat else "cmpl")
-        response = EventStreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                                "X-Accel-Buffering": "no"})
-        writer = await response.prepare(request)
-        return SseStream(response, writer, job, ids, engine.model_id, chat)
+        # The head waits for `SseStream.send_start` (or the first write, which then carries it in the same packet).
+        response = StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"}, defer_head=True)
+        await response.prepare(request)
+        return SseStream(response, job, ids, engine.model_id, chat)
 
     async def _stream(self, opened: SseStream, channel: TokenChannel, include_usage: bool,
-                      arrival: float) -> web.StreamResponse:
+                      arrival: float) -> StreamResponse:
         ids, model, chat, deltas = opened.ids, opened.model, opened.chat, opened.deltas
         while True:
             events = await channel.get_batch()
@@ -332,19 +355,12 @@ class SlmServer:
                 return opened.response
 
 
-class EventStreamResponse(web.StreamResponse):
-    """A streamed response whose prepared headers wait for :meth:`SseStream.send_start` (or the first write,
-    which then carries them in the same packet), as aiohttp's own ``web.Response`` does."""
-
-    _send_headers_immediately = False
-
-
 class SseStream:
     """A prepared event-stream response; a failed write marks the client gone and cancels the job."""
 
-    def __init__(self, response: web.StreamResponse, writer: AbstractStreamWriter | None, job: GenerationJob,
-                 ids: ResponseIds, model: str, chat: bool) -> None:
-        self.response, self.writer, self.job = response, writer, job
+    def __init__(self, response: StreamResponse, job: GenerationJob, ids: ResponseIds, model: str,
+                 chat: bool) -> None:
+        self.response, self.job = response, job
         self.ids, self.model, self.chat = ids, model, chat
         self.deltas = DeltaEncoder(ids, model, chat=chat)
         self.writable = True
@@ -353,9 +369,9 @@ class SseStream:
         """Send the headers (with chat's role chunk, in one write)."""
         if self.chat:
             await self.write(sse(chat_chunk(self.ids, self.model, {"role": "assistant", "content": ""}, None)))
-        elif self.writer is not None:
+        else:
             try:
-                self.writer.send_headers()
+                self.response.send_head()
             except (ConnectionError, RuntimeError):
                 self._client_gone()
 
@@ -378,12 +394,10 @@ def report_line(report: ModelReport) -> str:
     return "model ready: " + json.dumps(report.as_dict(), sort_keys=True)
 
 
-async def run_until_stopped(server: SlmServer, runner: web.AppRunner, stop: asyncio.Event,
-                            drain_timeout_s: float) -> bool:
+async def run_until_stopped(server: SlmServer, stop: asyncio.Event, drain_timeout_s: float) -> bool:
     """Wait for the stop signal, drain, then close the listener; True when every request finished."""
     await stop.wait()
     drained = await server.drain(drain_timeout_s)
-    await runner.cleanup()
+    await server.stop(5.0)
     server.close()
     return drained
-

@@ -86,6 +86,9 @@ CHURN_CONFIGS: list[dict[str, Any] | None] = [
 ]  # fmt: skip
 """Cycled during the churn phase; None writes an invalid config (the router must keep the last good one)."""
 
+CHURN_SPAN_S = 1.5
+"""The churn phase's requests start spread over this many seconds (the router polls its config every 0.1 s)."""
+
 
 @dataclass
 class PhaseResult:
@@ -209,7 +212,11 @@ class Stress:
         sem = asyncio.Semaphore(self.concurrency)
         stop = asyncio.Event()
 
+        spread = random.Random(7)
+
         async def one(path: str, body: dict[str, Any], pii: bool) -> None:
+            if phase.churn:  # spread over CHURN_SPAN_S, so several reloads land among the requests however fast
+                await asyncio.sleep(spread.uniform(0, CHURN_SPAN_S))
             async with sem:
                 status, tier, raw = await self._send(session, path, body)
             if not pii:

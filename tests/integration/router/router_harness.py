@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2 as httpx
-from aiohttp import web
 from router_standin_upstream import StandinUpstream
 
-from tiered_router.server import HOLDER, build_app
+from tiered_router.server import build_service
 
 T = TypeVar("T")
 
@@ -65,21 +64,14 @@ class Servers:
         self.call(self.cloud.start())
         self.config_path = tmp_path / "router.json"
         self.write_config(**overrides)
-        self.app = build_app(self.config_path, poll_seconds=0.1)
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        self.port = self.call(self._start_router())
+        self.service = build_service(self.config_path, poll_seconds=0.1)
+        self.port = self.call(self.service.start("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, timeout=20)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
-
-    async def _start_router(self) -> int:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     def write_config(self, **overrides: Any) -> dict[str, Any]:
         config = router_config(self.slm, self.cloud, **overrides)
@@ -100,7 +92,7 @@ class Servers:
         return config
 
     def config_hash(self) -> str:
-        state = self.app[HOLDER].state
+        state = self.service.holder.state
         assert state is not None
         return state.config_hash
 
@@ -121,7 +113,7 @@ class Servers:
 
     def close(self) -> None:
         self.http.close()
-        self.call(self.runner.cleanup())
+        self.call(self.service.stop(1.0))
         self.call(self.slm.stop())
         self.call(self.cloud.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

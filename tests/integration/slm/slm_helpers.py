@@ -14,8 +14,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp.test_utils import TestServer
-
 from tiered_slm.engine import Engine
 from tiered_slm.model import ModelOptions, ModelReport, load_engine, warm_up
 from tiered_slm.server import DEFAULT_STREAM_INTERVAL_S, SlmServer
@@ -53,15 +51,14 @@ def load(path: Path, speculative: SpeculativeConfig | None = None, **overrides: 
 async def running_server(engine: Engine, report: ModelReport, queue_size: int = 16,
                          stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S) -> AsyncIterator[
         tuple[str, SlmServer]]:
-    """A real aiohttp server on 127.0.0.1 (port picked by the OS) serving ``engine``."""
+    """A real server on 127.0.0.1 (port picked by the OS) serving ``engine``."""
     server = SlmServer(queue_size=queue_size, stream_interval_s=stream_interval_s)
     server.attach(engine, report)
-    http = TestServer(server.app(), host="127.0.0.1", port=0)
-    await http.start_server()
+    port = await server.start("127.0.0.1", 0)
     try:
-        yield f"http://127.0.0.1:{http.port}", server
+        yield f"http://127.0.0.1:{port}", server
     finally:
-        await http.close()
+        await server.stop(1.0)
         server.close()
 
 
