@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import sys
@@ -158,10 +159,13 @@ class StaticEncoder:
         if not ids:
             return np.zeros(self.dim, dtype=np.float32)
         idx = np.array(ids, dtype=np.intp)  # converted once, not by each of the two gathers
-        w = self.weights[idx]
-        v = w @ self.table[idx]
-        n = float(np.linalg.norm(v))
-        return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)
+        v = self.weights.take(idx) @ self.table.take(idx, axis=0)  # indexing by `take`: a third of the cost
+        # np.linalg.norm's own arithmetic (sqrt of x.dot(x)) without its per-call checks; math.sqrt of the float32
+        # dot rounds back to the same float32 (a correctly rounded double sqrt is, rounded, the float32 sqrt).
+        n = math.sqrt(v.dot(v))
+        if n > 0:
+            v /= n
+        return v if v.dtype == np.float32 else v.astype(np.float32)
 
     def encode_one(self, text: str) -> F32:
         """One text's vector (the per-request path)."""
