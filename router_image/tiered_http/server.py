@@ -17,7 +17,8 @@ proxy here it added 0.12 ms p50 over the same proxy on a plain protocol. This mo
   write (`defer_head`), so head and first bytes leave in one packet;
 - keep-alive by the HTTP version and `Connection` header; an idle connection closes after `keepalive_s`; a
   response sent before its request body was read to the end closes the connection (the rest cannot be skipped
-  safely);
+  safely) with a lingering close: FIN first, the client's remaining input drained for up to 2 s, so the answer
+  is not lost to a reset;
 - malformed requests (bad syntax, a head over 64 KiB, an upgrade with a body or CONNECT, a method llhttp does not
   know) get a 400 or 431 in the services' error JSON and the connection closes; nothing a client sends reaches a
   handler half-parsed. A bodiless request asking for an upgrade (curl --http2's h2c) is answered as HTTP/1.1,
@@ -51,6 +52,8 @@ MAX_HEAD = 64 * 1024
 MAX_HEADERS = 256
 _HIGH_WATER = 1024 * 1024  # unread request body that pauses reading
 _PIPELINE_DEPTH = 16  # queued pipelined requests that pause reading
+_LINGER_S = 2.0  # after a final answer while the client may still be sending: how long its input is drained
+_LINGER_BYTES = 64 * 1024 * 1024  # ... and how much of it
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
     401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -423,6 +426,9 @@ class _Connection(asyncio.Protocol):
         self._unread = 0
         self._reading_paused = False
         self._idle: asyncio.TimerHandle | None = None
+        self._lingering = False  # answered and half-closed; what the client still sends is dropped
+        self._drained = 0
+        self._linger: asyncio.TimerHandle | None = None
 
     # -- transport events -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -439,6 +445,8 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
         for request in (self._current, *self._queue):
             if request is not None and not request._complete:
                 request._fail(HTTPError(400, "the connection closed before the request body was complete"))
@@ -456,6 +464,11 @@ class _Connection(asyncio.Protocol):
             drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._drained += len(data)
+            if self._drained > _LINGER_BYTES:
+                self.close()
+            return
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
@@ -495,7 +508,7 @@ class _Connection(asyncio.Protocol):
             self._arm_idle()  # nothing in flight (at most a head under way): the idle timer runs again
 
     def eof_received(self) -> bool:
-        if self._task is None and not self._queue:
+        if self._lingering or (self._task is None and not self._queue):
             return False  # nothing in flight: close
         self.closing = True  # half-closed: answer what was asked, then close
         current = self._current
@@ -591,7 +604,10 @@ class _Connection(asyncio.Protocol):
                 self._queue.popleft()
                 if not keep or self.closing or server.stopping:
                     self._queue.clear()
-                    self.close()
+                    if request._complete:
+                        self.close()
+                    else:
+                        self.close_lingering()
                     return
                 if self._reading_paused and len(self._queue) <= _PIPELINE_DEPTH and self._unread <= _HIGH_WATER:
                     self._resume_reading()
@@ -648,7 +664,7 @@ class _Connection(asyncio.Protocol):
         head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n"
                 b"Date: %s\r\n\r\n") % (status, reason, len(body), _DateCache.get())  # fmt: skip
         self.write(head + body)
-        self.close()
+        self.close_lingering()
 
     # -- writing and flow control -------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -692,7 +708,7 @@ class _Connection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _arm_idle(self) -> None:
-        if self._idle is None and not self.closed:
+        if self._idle is None and not self.closed and not self._lingering:
             self._idle = self.loop.call_later(self.server.keepalive_s, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
@@ -702,6 +718,32 @@ class _Connection(asyncio.Protocol):
 
     def idle(self) -> bool:
         return self._task is None and not self._queue
+
+    def close_lingering(self) -> None:
+        """Close after a final answer while the client may still be sending (a body that was not read, a request
+        refused mid-stream): send FIN, drop what still arrives for up to _LINGER_S / _LINGER_BYTES, then close.
+
+        Closing at once with unread input makes the kernel answer with a reset, which can destroy the answer
+        before the client reads it (a 413 for a large upload would reach the client as "connection reset")."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing() or not transport.can_write_eof():
+            self.close()
+            return
+        self._lingering = True
+        self.closing = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            self.close()
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            with contextlib.suppress(RuntimeError):
+                transport.resume_reading()
+        self._linger = self.loop.call_later(_LINGER_S, self.close)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

@@ -1145,3 +1145,41 @@ async def test_aiohttp_client_reuses_the_keep_alive_connection() -> None:
             async with session.post(h.url + "/v1/x", json={"i": i}) as resp:
                 assert resp.status == 200 and await resp.json() == {"got": {"i": i}}
     assert len(peers) == 1
+
+
+def _upload_then_read(port: int, body_size: int) -> tuple[bytes, str]:
+    """A plain blocking client as most are: send the whole request (head and body), then read the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=T) as sock:
+        sent_error = ""
+        try:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % body_size)
+            sock.sendall(b"x" * body_size)
+        except OSError as exc:  # the server may stop reading; what matters is whether the answer arrives
+            sent_error = type(exc).__name__
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except OSError as exc:
+            return data, f"{sent_error} then {type(exc).__name__}"
+        return data, sent_error
+
+
+async def test_answer_before_a_large_unread_body_reaches_the_client_with_a_lingering_close() -> None:
+    """A handler that refuses an upload on its headers (413 on Content-Length) answers before the body is read.
+    Closing at once with that body unread makes the kernel send a reset, and a client still sending would see
+    "connection reset" instead of the 413; the server half-closes and drains the rest instead."""
+
+    async def refuse(request: Request) -> StreamResponse:
+        response = json_response({"error": "too large"}, status=413)
+        response.force_close()
+        return response
+
+    async with serving(refuse) as h:
+        for _ in range(3):
+            data, error = await asyncio.to_thread(_upload_then_read, h.port, 8 * 1024 * 1024)
+            assert data.startswith(b"HTTP/1.1 413 "), (data[:100], error)
+            assert data.endswith(b'{"error": "too large"}'), (data[-100:], error)
+            assert "Reset" not in error, error
