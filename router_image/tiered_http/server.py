@@ -193,10 +193,6 @@ class Request:
         conn = self._conn
         return None if conn.closed else conn.transport
 
-    @property
-    def body_complete(self) -> bool:
-        return self._complete
-
     async def read(self) -> bytes:
         """The whole body (decoded). HTTPError 400/413/415 when it cannot be read."""
         parts = [chunk async for chunk in self.iter_chunks()]
