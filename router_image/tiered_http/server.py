@@ -625,19 +625,16 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except HTTPError as exc:  # a body read the handler did not catch
-            response = Response(body=self.server.error_body(exc.status, exc.message), status=exc.status,
-                                content_type="application/json")  # fmt: skip
-            response.force_close()
-            return await self._send_fallback(request, response)
+            return await self._send_fallback(request, _error_response(self.server, exc.status, exc.message))
         except (ConnectionError, RuntimeError) as exc:
             transport = self.transport
             if self.closed or (isinstance(exc, ConnectionError) and transport is not None and transport.is_closing()):
                 return False  # the client went away (a failed write closes the transport before it reports)
             log.exception("handler failed on %s %s: %s", request.method, request.path, exc)
-            return await self._send_fallback(request, _internal(self.server))
+            return await self._send_fallback(request, _error_response(self.server, 500, "internal server error"))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return await self._send_fallback(request, _internal(self.server))
+            return await self._send_fallback(request, _error_response(self.server, 500, "internal server error"))
         return response.keep_alive and request._complete and not self.closed
 
     async def _send_fallback(self, request: Request, response: Response) -> bool:
@@ -747,9 +744,9 @@ class _Connection(asyncio.Protocol):
         self.closed = True
 
 
-def _internal(server: Server) -> Response:
-    response = Response(body=server.error_body(500, "internal server error"), status=500,
-                        content_type="application/json")  # fmt: skip
+def _error_response(server: Server, status: int, message: str) -> Response:
+    """The services' error JSON; the connection closes after it."""
+    response = Response(body=server.error_body(status, message), status=status, content_type="application/json")
     response.force_close()
     return response
 
