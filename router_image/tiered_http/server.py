@@ -288,9 +288,10 @@ class StreamResponse:
         if not keep:
             self.keep_alive = False
         headers = self.headers
-        lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, (self.reason or _REASONS.get(self.status, "")).encode())]
-        for name, value in headers.items():
-            lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        lines = [
+            b"HTTP/1.1 %d %s\r\n" % (self.status, (self.reason or _REASONS.get(self.status, "")).encode()),
+            "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1", "replace"),
+        ]
         if length is not None:
             if "Content-Length" not in headers and self.status not in _NO_BODY_STATUS:
                 lines.append(b"Content-Length: %d\r\n" % length)

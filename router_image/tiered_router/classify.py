@@ -31,6 +31,7 @@ from .decision import Classification, Reason
 from .encoders import Encoder
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 TOP_K = 3
@@ -79,6 +80,15 @@ def _packed(ids: list[int]) -> bytes:
     return np.array(ids, dtype=np.int64).tobytes()
 
 
+def _sublinear_tf(size: int) -> F64:
+    """1 + log(c) for every count c < size (index 0 unused), from the same float64 `np.log` of int64 counts the
+    weights are defined by: per request a look-up, not a log and an addition over the prompt's counts."""
+    table = np.zeros(size, dtype=np.float64)
+    np.log(np.arange(1, size, dtype=np.int64), out=table[1:])
+    table[1:] += 1.0
+    return table
+
+
 class LexicalIndex:
     """Sublinear TF-IDF over word, word-bigram and character 3-5-gram features of the examples.
 
@@ -94,6 +104,8 @@ class LexicalIndex:
         self.size = len(docs)
         n = len(docs)
         self.idf = np.array([math.log((1 + n) / (1 + df[f])) + 1.0 for f in df], dtype=np.float32)
+        self._idf64 = self.idf.astype(np.float64)  # what the float64 weights multiply by, converted once
+        self._tf = _sublinear_tf(1024)  # grown when a prompt has more features (a count never exceeds their number)
         postings: list[list[tuple[int, float]]] = [[] for _ in self.vocab]
         for row, counts in enumerate(counted):
             weights = {self.vocab[f]: (1.0 + math.log(c)) * float(self.idf[self.vocab[f]]) for f, c in counts.items()}
@@ -148,9 +160,10 @@ class LexicalIndex:
         np.not_equal(ordered[1:], ordered[:-1], out=starts[1:n])
         bounds = starts.nonzero()[0]
         uniq = ordered.take(bounds[:-1])
-        v64 = np.log(bounds[1:] - bounds[:-1])  # sublinear tf: 1 + log(count), in float64 as before
-        v64 += 1.0
-        v64 *= self.idf.take(uniq)
+        if n >= len(self._tf):
+            self._tf = _sublinear_tf(2 * n)
+        v64 = self._tf.take(bounds[1:] - bounds[:-1])  # sublinear tf: 1 + log(count), in float64
+        v64 *= self._idf64.take(uniq)
         v = v64.astype(np.float32)
         norm = math.sqrt(v.dot(v))  # np.linalg.norm's arithmetic; see static_embed.StaticEncoder._vector
         if norm:
@@ -267,9 +280,9 @@ class LinearHead:
         z += self.bias
         if len(lex_ids):
             z += lex_vals @ self.w_lexical.take(lex_ids, axis=0)
-        z -= z.max()
+        z -= np.maximum.reduce(z)  # z.max() and z.sum() without their Python-level wrappers
         np.exp(z, out=z)
-        z /= z.sum()
+        z /= np.add.reduce(z)
         return z if z.dtype == np.float32 else z.astype(np.float32)
 
 

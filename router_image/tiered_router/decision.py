@@ -207,7 +207,7 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
     # 1. PII scan
     pii_cfg = config.residency.pii
     findings = scan(req.text, pii_cfg.entities) if pii_cfg.entities else []
-    entities = tuple(sorted({f.entity.value for f in findings}))
+    entities = tuple(sorted({f.entity.value for f in findings})) if findings else ()
     if findings and pii_cfg.action is PiiAction.REJECT:
         return _reject(
             Reason.PII_REJECTED, 400, f"request contains PII ({', '.join(entities)}); policy rejects it", findings
@@ -280,5 +280,5 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
         pii=entities,
         redact=do_redact,
         classification=classification,
-        notes=tuple(f"{name}: {why.value}" for name, why in excluded.items()),
+        notes=tuple([f"{name}: {why.value}" for name, why in excluded.items()]) if excluded else (),
     )

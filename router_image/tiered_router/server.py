@@ -71,23 +71,33 @@ def _decision_headers(decision: Decision) -> dict[str, str]:
     }
 
 
+def _decide_in_thread(state: RouterState, routing: RoutingRequest) -> tuple[Decision, float, float]:
+    """The decision, the seconds it took and the CPU seconds this (worker) thread spent on it."""
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    decision = decide(state.config, state.classifier, routing)
+    return decision, time.perf_counter() - t0, time.thread_time() - cpu0
+
+
 async def _decide(state: RouterState, routing: RoutingRequest) -> tuple[Decision, float]:
-    """The decision and the seconds it took. Inline on the loop when cheap; a worker thread only for an expensive
-    neural encoder.
+    """The decision and the seconds the pipeline took. Inline on the loop when cheap; a worker thread only for an
+    expensive neural encoder.
 
     A thread hop costs tens of microseconds and a GIL hand-over, more than a lexical or small-encoder decision
     itself; a neural encoder that takes milliseconds (numpy releases the GIL) must not stall the loop instead.
-    The running average `state.decision_cost_s` tells the two apart without knowing the encoder.
+    The running average `state.decision_cost_s` tells the two apart without knowing the encoder: it estimates how
+    long a decision stalls the loop when run inline, so a threaded one counts its thread's CPU time. Its wall time
+    there (or the `await` of the hop) adds the waits for the GIL and the loop, milliseconds under load, which
+    kept a microsecond classifier on the thread for good.
     """
-    t0 = time.perf_counter()
     if state.classifier.encoder.dim > 0 and (
         state.decision_cost_s > INLINE_DECISION_S or routing.input_tokens >= _THREAD_TOKENS
     ):
-        decision = await asyncio.to_thread(decide, state.config, state.classifier, routing)
+        decision, spent, cost = await asyncio.to_thread(_decide_in_thread, state, routing)
     else:
+        t0 = time.perf_counter()
         decision = decide(state.config, state.classifier, routing)
-    spent = time.perf_counter() - t0
-    state.decision_cost_s = 0.9 * state.decision_cost_s + 0.1 * spent
+        spent = cost = time.perf_counter() - t0
+    state.decision_cost_s = 0.9 * state.decision_cost_s + 0.1 * cost
     return decision, spent
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tiered_router.classify import LexicalIndex, LinearHead, RouteClassifier, softmax
+from tiered_router.classify import LexicalIndex, LinearHead, RouteClassifier, _sublinear_tf, softmax
 from tiered_router.config import EncoderSpec, parse_config
 from tiered_router.encoders import load_encoder
 from tiered_router.evaluate import config_from_policy
@@ -53,6 +53,20 @@ def test_lexical_query_is_bit_identical_to_np_unique(clinc: tuple[RouteClassifie
         assert ids.dtype == ref_ids.dtype and vals.dtype == ref_vals.dtype == np.float32
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_array_equal(vals, ref_vals)
+
+
+def test_sublinear_tf_table_is_np_log_of_the_counts_and_grows_for_long_prompts() -> None:
+    counts = np.arange(1, 5000, dtype=np.int64)
+    np.testing.assert_array_equal(_sublinear_tf(5000)[1:], np.log(counts) + 1.0)
+    index = LexicalIndex(["check my savings account balance", "book a flight to paris"])
+    initial = len(index._tf)
+    text = "check my savings account balance please " * 200  # more known features than the initial table
+    assert len(index._feature_ids(text)) >= initial
+    ids, vals = index.query(text)
+    ref_ids, ref_vals = _query_reference(index, text)
+    assert len(index._tf) > initial
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(vals, ref_vals)
 
 
 def test_static_vector_and_linear_head_are_bit_identical_to_the_plain_formulas(
