@@ -292,7 +292,7 @@ def test_shipped_policy_meets_its_targets_on_val(clinc: dict[str, Any]) -> None:
     assert correct / len(val) >= VAL_IN_SCOPE_FLOOR and to_default / len(oos) >= 0.9
 
 
-VAL_IN_SCOPE_FLOOR = 0.84  # measured 0.845 at the shipped threshold (bench/router/encoder_comparison.py)
+VAL_IN_SCOPE_FLOOR = 0.85  # measured 0.8593 at the shipped threshold (bench/router/encoder_comparison.py)
 
 
 def test_eval_times_the_whole_decision_with_every_pii_entity_and_keeps_the_route() -> None:
