@@ -118,6 +118,25 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello, what is my account balance?"}]}
+DATA = Path("/work/shared/data") if Path("/work/shared/data").exists() else REPO.parent / "shared" / "data"
+N_PROMPTS = 3000
+
+
+def prompts() -> list[str]:
+    """The prompts the load loops send, one after another: CLINC150's val utterances (3,000 different short
+    questions), so a classifier's per-word caches see new words as real traffic does rather than one prompt
+    answered from warm caches; the single BODY prompt when the shared data is not there."""
+    path = DATA / "clinc150" / "data_full.json"
+    if not path.exists():
+        return [BODY["messages"][0]["content"]]
+    return [text for text, _ in json.loads(path.read_text())["val"][:N_PROMPTS]]
+
+
+def bodies(model: str) -> list[str]:
+    return [json.dumps({"model": model, "messages": [{"role": "user", "content": text}]}) for text in PROMPTS]
+
+
+PROMPTS = prompts()
 MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # LiteLLM refuses to start without one
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -186,10 +205,13 @@ async def open_loop(url: str, model: str, rate: float, count: int) -> dict[str, 
     lat: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
-        body = json.dumps({**BODY, "model": model})
+        texts = bodies(model)
+        sent = 0
 
         async def one(record: bool = True) -> None:
-            nonlocal errors
+            nonlocal errors, sent
+            body = texts[sent % len(texts)]
+            sent += 1
             t0 = time.perf_counter()
             try:
                 async with s.post(url, data=body, headers=HEADERS,
@@ -220,16 +242,19 @@ async def open_loop(url: str, model: str, rate: float, count: int) -> dict[str, 
 async def closed_loop(url: str, model: str, concurrency: int, seconds: float, pid: int | None) -> dict[str, Any]:
     done = 0
     errors = 0
-    body = json.dumps({**BODY, "model": model})
+    texts = bodies(model)
+    sent = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
-        for _ in range(20):  # warm-up
+        for body in texts[-20:]:  # warm-up
             async with s.post(url, data=body, headers=HEADERS) as r:
                 await r.read()
         stop = time.perf_counter() + seconds
 
         async def worker() -> None:
-            nonlocal done, errors
+            nonlocal done, errors, sent
             while time.perf_counter() < stop:
+                body = texts[sent % len(texts)]
+                sent += 1
                 try:
                     async with s.post(url, data=body, headers=HEADERS,
                                       timeout=aiohttp.ClientTimeout(total=10)) as r:  # fmt: skip
