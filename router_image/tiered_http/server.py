@@ -15,10 +15,12 @@ proxy here it added 0.12 ms p50 over the same proxy on a plain protocol. This mo
 - responses whole (`Response`, head and body in one write) or streamed (`StreamResponse`: chunked coding on
   HTTP/1.1, close-delimited on HTTP/1.0), with write back-pressure; a streamed head may wait for the first
   write (`defer_head`), so head and first bytes leave in one packet;
-- keep-alive by the HTTP version and `Connection` header; an idle connection closes after `keepalive_s`; a
-  response sent before its request body was read to the end closes the connection (the rest cannot be skipped
-  safely) with a lingering close: FIN first, the client's remaining input drained for up to 2 s, so the answer
-  is not lost to a reset;
+- keep-alive by the HTTP version and `Connection` header; an idle connection closes after `keepalive_s` (also
+  between the bytes of a head under way); a body read waits at most `body_timeout_s` for each next piece, then
+  fails with 408, so a client that stops sending mid-body cannot hold a request for ever; a response sent before
+  its request body was read to the end closes the connection (the rest cannot be skipped safely) with a
+  lingering close: FIN first, the client's remaining input drained for up to 2 s, so the answer is not lost to
+  a reset;
 - malformed requests (bad syntax, a head over 64 KiB, an upgrade with a body or CONNECT, a method llhttp does not
   know) get a 400 or 431 in the services' error JSON and the connection closes; nothing a client sends reaches a
   handler half-parsed. A bodiless request asking for an upgrade (curl --http2's h2c) is answered as HTTP/1.1,
@@ -63,8 +65,8 @@ _REASONS = {
     504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }  # fmt: skip
 _NO_BODY_STATUS = frozenset((204, 304))
-_CODES = {400: "invalid_request", 413: "body_too_large", 415: "unsupported_encoding", 431: "header_too_large",
-          500: "internal_error"}  # fmt: skip
+_CODES = {400: "invalid_request", 408: "request_timeout", 413: "body_too_large", 415: "unsupported_encoding",
+          431: "header_too_large", 500: "internal_error"}  # fmt: skip
 
 Handler = Callable[["Request"], Awaitable["StreamResponse"]]
 
@@ -153,6 +155,11 @@ class _Decoder:
         return b""
 
 
+def _body_stalled(waiter: asyncio.Future[None], after_s: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(HTTPError(408, f"no request body data arrived for {after_s:g} s"))
+
+
 class Request:
     """One parsed request: method, path, headers, and a body read once (`read` or `iter_chunks`)."""
 
@@ -224,10 +231,15 @@ class Request:
                 return
             if self._conn.closed:
                 raise HTTPError(400, "the connection closed before the request body was complete")
-            waiter = self._waiter = self._conn.loop.create_future()
+            loop = self._conn.loop
+            waiter = self._waiter = loop.create_future()
+            # a client that stops sending mid-body must not hold the request (and its connection) for ever
+            timer = loop.call_later(self._conn.server.body_timeout_s, _body_stalled, waiter,
+                                    self._conn.server.body_timeout_s)  # fmt: skip
             try:
                 await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
 
     # -- fed by the connection ---------------------------------------------------------------------------
@@ -756,10 +768,12 @@ class Server:
     """Listening sockets, the connections they accepted, and a graceful shutdown."""
 
     def __init__(self, handler: Handler, *, max_body: int = 64 * 1024 * 1024, keepalive_s: float = 75.0,
+                 body_timeout_s: float = 60.0,
                  error_body: Callable[[int, str], bytes] = error_body) -> None:  # fmt: skip
         self.handler = handler
         self.max_body = max_body
         self.keepalive_s = keepalive_s
+        self.body_timeout_s = body_timeout_s  # longest wait for the next piece of a request body: then 408
         self.error_body = error_body
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()

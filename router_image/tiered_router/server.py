@@ -41,7 +41,8 @@ INLINE_DECISION_S = 0.0005  # decisions cheaper than this on average run on the 
 _THREAD_TOKENS = 2048  # prompts at least this long always go to the worker thread when the encoder is neural
 
 Handler = Callable[[Request], Awaitable[StreamResponse]]
-_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_encoding"}
+_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "body_too_large",
+                415: "unsupported_encoding"}
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

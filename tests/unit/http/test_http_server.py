@@ -264,6 +264,27 @@ async def test_client_half_close_after_a_whole_request_still_gets_the_answer() -
         assert await c.at_eof()  # (Connection: close only if the FIN was seen before the head was rendered)
 
 
+async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes() -> None:
+    """A client that sends part of its body and then nothing: the read fails after body_timeout_s with 408 in the
+    error JSON, the handler's error goes back, and the connection closes; a body that keeps coming, even slowly,
+    is read whole."""
+    async with serving(echo, body_timeout_s=0.3) as h:
+        slow = await h.connect()
+        slow.send(b"POST /p HTTP/1.1\r\nContent-Length: 6\r\n\r\nab")
+        for piece in (b"cd", b"ef"):
+            await asyncio.sleep(0.2)  # each gap is under the timeout
+            slow.send(piece)
+        assert json.loads((await slow.response()).body)["body"] == "abcdef"
+        stalled = await h.connect()
+        stalled.send(b"POST /p HTTP/1.1\r\nContent-Length: 100\r\n\r\n0123456789")
+        r = await stalled.response()
+        assert r.status == 408 and r.headers["Connection"] == "close"
+        error = error_json(r)
+        assert error["code"] == "request_timeout" and "0.3 s" in error["message"]
+        assert await stalled.at_eof()
+        assert (await h.get("/")).status == 200  # the server serves on
+
+
 async def test_absolute_form_target_keeps_path_and_query() -> None:
     async with serving(echo) as h:
         c = await h.connect()
