@@ -28,7 +28,8 @@ PIIAction = Literal["keepLocal", "redact", "reject"]
 FallbackTrigger = Literal["5xx", "timeout", "connect"]
 WhenExhausted = Literal["localOnly", "reject"]
 RouterMode = Literal["sidecar", "gateway"]
-EncoderType = Literal["builtin", "onnx", "sentence-transformers"]
+EncoderType = Literal["builtin", "minilm", "lexical", "onnx", "sentence-transformers"]
+BUNDLED_ENCODERS: tuple[str, ...] = ("builtin", "minilm", "lexical")  # in the router image: no path
 
 ROUTING_POLICY_CONDITION_TYPES: tuple[str, ...] = ("Ready", "TiersResolved", "ResidencyCompliant", "BudgetOK")
 
@@ -100,20 +101,23 @@ class Encoder(ApiModel):
 
     type: EncoderType = Field(
         default="builtin",
-        description="builtin: the router's offline default encoder; onnx or sentence-transformers: a model "
-        "loaded from path.",
+        description="builtin: the router's offline default (static token vectors distilled from MiniLM-L6 plus "
+        "a linear head; microseconds per request); minilm: the full MiniLM-L6 transformer, more accurate, "
+        "10-50 ms per request; lexical: word and character n-grams only, no model; onnx or "
+        "sentence-transformers: a model loaded from path.",
     )
     path: EncoderPath | None = Field(
         default=None,
         description="Model directory: pvc://<claim>/<dir> (mounted read-only) or an absolute path in the router "
-        "image. Required unless type is builtin.",
+        "image. Required for onnx and sentence-transformers; not allowed for the bundled builtin, minilm and lexical.",
     )
 
     cel_rules = (
         CelRule(
-            rule="self.type == 'builtin' ? !has(self.path) : has(self.path)",
-            message="encoder path is required for onnx and sentence-transformers, and not allowed for builtin",
-            check=lambda e: (e.path is None) == (e.type == "builtin"),
+            rule="self.type in ['builtin', 'minilm', 'lexical'] ? !has(self.path) : has(self.path)",
+            message="encoder path is required for onnx and sentence-transformers, and not allowed for builtin, "
+            "minilm or lexical",
+            check=lambda e: (e.path is None) == (e.type in BUNDLED_ENCODERS),
             field_path=".path",
         ),
     )

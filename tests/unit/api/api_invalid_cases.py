@@ -305,6 +305,13 @@ CASES: tuple[InvalidCase, ...] = (
         "spec.classifier.encoder.path",
     ),
     InvalidCase(
+        "bundled-minilm-encoder-with-path",
+        _policy(s("spec.classifier.encoder", {"type": "minilm", "path": "/models/minilm"})),
+        "not allowed for builtin, minilm or lexical",
+        "not allowed for builtin, minilm or lexical",
+        "spec.classifier.encoder.path",
+    ),
+    InvalidCase(
         "route-without-examples-or-keywords",
         _policy(d("spec.routes.0.examples")),
         "a route needs at least one example or keyword",
@@ -383,6 +390,8 @@ VALID_CASES: tuple[ValidCase, ...] = (
         },
     ),
     ValidCase("minimal-policy", lambda: {**policy(), "spec": {"tiers": ["a", "b"], "defaultTier": "b"}}),
+    ValidCase("policy-with-bundled-minilm-encoder", _policy(s("spec.classifier.encoder", {"type": "minilm"}))),
+    ValidCase("policy-with-lexical-encoder", _policy(s("spec.classifier.encoder", {"type": "lexical"}))),
     ValidCase(
         "gateway-policy-with-onnx-encoder",
         _policy(

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tiered_operator.api.inferencetier import InferenceTier
 from tiered_operator.api.routingpolicy import RoutingPolicy
 from tiered_operator.reconcile.router_config import (
@@ -191,3 +193,19 @@ def test_encoder_model_on_a_claim_and_default_openai_base_url(
     assert compiled.config.tiers[1].region == "eu-west-1"
     trc = tier_router_config(tiers["slm-edge"], [compiled], [policy], tiers, NamespacePolicy(), settings)
     assert trc.sidecar.pvc_claims == ("encoders",)  # the Deployment mounts it into the router container
+
+
+@pytest.mark.parametrize("encoder", ["minilm", "lexical"])
+def test_bundled_encoders_render_to_the_router_kind_with_no_claim(
+    bodies: Any, settings: OperatorSettings, make_policy: Callable[..., RoutingPolicy], encoder: str
+) -> None:
+    """minilm and lexical ship in the router image: the policy names them, the router config carries the kind, and
+    no volume is mounted for them."""
+    tiers = _tiers(bodies)
+    policy = make_policy(tiers=["slm-edge", "gpt-cloud"], classifier={"encoder": {"type": encoder}, "threshold": "0.4"})
+    compiled = compile_policy(policy, tiers, NamespacePolicy(), settings)
+    assert compiled.config is not None, compiled.error
+    assert compiled.config.classifier.encoder.kind.value == encoder
+    assert compiled.config.classifier.encoder.path is None
+    trc = tier_router_config(tiers["slm-edge"], [compiled], [policy], tiers, NamespacePolicy(), settings)
+    assert trc.sidecar.pvc_claims == ()
