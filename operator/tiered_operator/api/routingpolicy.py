@@ -114,7 +114,7 @@ class Encoder(ApiModel):
 
     cel_rules = (
         CelRule(
-            rule="self.type in ['builtin', 'minilm', 'lexical'] ? !has(self.path) : has(self.path)",
+            rule=f"self.type in {list(BUNDLED_ENCODERS)!r} ? !has(self.path) : has(self.path)",
             message="encoder path is required for onnx and sentence-transformers, and not allowed for builtin, "
             "minilm or lexical",
             check=lambda e: (e.path is None) == (e.type in BUNDLED_ENCODERS),
