@@ -34,10 +34,10 @@ dev-down: venv
 
 ## README command 1: the whole system on this machine (see docs/demo.md).
 demo: controlplane
-	$(PY) -m tiered_operator.demo up
+	$(PY) -m tiered_dev.demo up
 
 demo-down: venv
-	$(PY) -m tiered_operator.demo down
+	$(PY) -m tiered_dev.demo down
 
 ## For users with Docker: images + a kind cluster + manifests/ (not runnable on machines without a container engine).
 kind-up:
@@ -51,7 +51,7 @@ crds: venv
 	$(PY) -m tiered_operator.api.crdgen
 
 lint: venv
-	$(VENV)/bin/ruff check operator router_image slm_image tests bench
+	$(VENV)/bin/ruff check operator router_image slm_image tiered_http tiered_dev tests bench
 	$(VENV)/bin/mypy
 
 ## README command 2: lint, then every test (unit, integration on the real control plane, e2e).

@@ -17,7 +17,7 @@ if ! command -v kind >/dev/null; then
 fi
 
 docker build -f operator/Dockerfile -t "$REGISTRY/tiered-operator:$TAG" .
-docker build -t "$REGISTRY/tiered-router:$TAG" router_image/
+docker build -f router_image/Dockerfile -t "$REGISTRY/tiered-router:$TAG" .
 docker build -f slm_image/Dockerfile -t "$REGISTRY/tiered-slm:$TAG" .
 
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER"

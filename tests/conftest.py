@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tiered_operator import devcluster
-from tiered_operator.devcluster import Cluster
+from tiered_dev import devcluster
+from tiered_dev.devcluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration" / "operator"))
 
 from operator_scale import run_scale  # noqa: E402
 
-from tiered_operator import devcluster  # noqa: E402
+from tiered_dev import devcluster  # noqa: E402
 
 
 def extra_env(args: argparse.Namespace) -> dict[str, str]:

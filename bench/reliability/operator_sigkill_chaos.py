@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
 from operator_chaos import run_chaos  # noqa: E402
 
-from tiered_operator import devcluster  # noqa: E402
+from tiered_dev import devcluster  # noqa: E402
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ pipeline, and hands off to the dispatcher.
 Handlers stay thin on purpose (see docs/router.md): everything that decides lives in decision.py and is tested
 without sockets; everything that talks to upstreams lives in proxy.py. The router serves seven fixed paths, so
 `RouterService.handle` looks the path up in one dict and shapes every error itself (OpenAI JSON, no traces). It
-runs on tiered_http's server (router_image/tiered_http), a plain asyncio protocol with httptools' parser: the
+runs on tiered_http's server (tiered_http), a plain asyncio protocol with httptools' parser: the
 same answers as the aiohttp application it replaced for less work per request (docs/router.md "The request path").
 """
 

@@ -1,4 +1,4 @@
-"""The HTTP face of the SLM: OpenAI endpoints, probes and metrics on tiered_http's server (router_image/tiered_http:
+"""The HTTP face of the SLM: OpenAI endpoints, probes and metrics on tiered_http's server (tiered_http:
 an asyncio protocol with httptools' parser, shared with the router).
 
 The handlers are thin: validate (openai_api), admit (admission), hand the job to the model's worker thread

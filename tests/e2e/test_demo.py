@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tiered_operator.demo import dataplane, piicheck, report, workload
-from tiered_operator.demo.driver import Outcome
-from tiered_operator.demo.processes import find_ours
+from tiered_dev.demo import dataplane, piicheck, report, workload
+from tiered_dev.demo.driver import Outcome
+from tiered_dev.demo.processes import find_ours
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_route_examples_come_only_from_train_and_requests_never_from_train(clinc
 def test_checked_in_policy_matches_its_generator_and_uses_train_utterances_only(clinc: workload.Clinc) -> None:
     import yaml
 
-    from tiered_operator.demo import manifests
+    from tiered_dev.demo import manifests
 
     on_disk = yaml.safe_load((REPO / "manifests" / "demo" / "routingpolicy.yaml").read_text())
     threshold = on_disk["spec"]["classifier"]["threshold"]
@@ -172,7 +172,7 @@ def test_summary_counts_local_share_spend_and_pii_from_its_inputs() -> None:
 
 def _demo(state: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "tiered_operator.demo", "--state-dir", str(state), *args],
+    return subprocess.run([sys.executable, "-m", "tiered_dev.demo", "--state-dir", str(state), *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 

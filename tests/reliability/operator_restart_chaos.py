@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 from operator_chaos import MANAGED, OperatorRunner, check_converged, tier
 
-from tiered_operator import devcluster
-from tiered_operator.devcluster.cluster import start_component
+from tiered_dev import devcluster
+from tiered_dev.devcluster.cluster import start_component
 
 PHASES: dict[str, tuple[str, ...]] = {
     "apiserver": ("kube-apiserver",),

@@ -26,8 +26,8 @@ from operator_restart_chaos import (
     wait_until,
 )
 
-from tiered_operator import devcluster
-from tiered_operator.devcluster.cluster import start_component
+from tiered_dev import devcluster
+from tiered_dev.devcluster.cluster import start_component
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

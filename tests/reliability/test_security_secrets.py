@@ -38,7 +38,7 @@ from reliability_helpers import (
     write_config,
 )
 
-from tiered_operator.demo.dataplane import local_router_config
+from tiered_dev.demo.dataplane import local_router_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tiered_operator import devcluster
-from tiered_operator.devcluster import Cluster
-from tiered_operator.devcluster.build import KUBERNETES_VERSION
+from tiered_dev import devcluster
+from tiered_dev.devcluster import Cluster
+from tiered_dev.devcluster.build import KUBERNETES_VERSION
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ FIELD_MANAGER = "tiered-gitops-tests"
 _VOLATILE_METADATA = ("uid", "resourceVersion", "creationTimestamp", "managedFields")
 
 Kubectl = Callable[..., Any]
-"""`Cluster.kubectl(*args, input=None, check=True)` from tiered_operator.devcluster."""
+"""`Cluster.kubectl(*args, input=None, check=True)` from tiered_dev.devcluster."""
 
 
 def load_argocd_lua() -> ModuleType:
@@ -99,7 +99,7 @@ def health_testdata_files() -> list[tuple[str, Path]]:
 
 def capture() -> None:
     """Rewrite every testdata file with what the local control plane returns for it."""
-    from tiered_operator import devcluster
+    from tiered_dev import devcluster
 
     state_dir = Path(os.environ.get("TIERED_DEV_DIR", REPO / ".dev")).resolve()
     cluster = devcluster.up(state_dir, progress=lambda _msg: None)

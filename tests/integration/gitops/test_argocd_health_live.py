@@ -10,7 +10,7 @@ import pytest
 import yaml
 from live_health_objects import as_testdata, health_testdata_files, load_argocd_lua, materialize
 
-from tiered_operator.devcluster import Cluster
+from tiered_dev.devcluster import Cluster
 
 lua = load_argocd_lua()
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tiered_operator.devcluster import Cluster
+from tiered_dev.devcluster import Cluster
 from tiered_router.config import load_config
 
 pytestmark = pytest.mark.integration

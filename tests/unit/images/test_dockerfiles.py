@@ -10,6 +10,7 @@ from dockerfile_rules import (
     Project,
     all_problems,
     build_context,
+    copy_sources,
     entrypoint_problems,
     final_user_problems,
     missing_copy_sources,
@@ -140,3 +141,14 @@ def test_entrypoints_that_name_nothing_in_the_repository_are_reported(
 ) -> None:
     problems = entrypoint_problems(parse(f"FROM python:3.11.11-slim\nUSER 1\n{entrypoint}\n"), _project(tmp_path))
     assert len(problems) == 1 and fragment in problems[0]
+
+
+def test_the_operator_image_copies_no_development_code() -> None:
+    """The demo and the local cluster live in tiered_dev, which no image may contain (nor the whole checkout)."""
+    copied = [source for _line, source in copy_sources(parse((REPO / "operator/Dockerfile").read_text()))]
+    assert copied, "the operator Dockerfile copies nothing"
+    for source in copied:
+        path = (REPO / source).resolve()
+        assert path != REPO, f"COPY {source} would put the whole checkout (tiered_dev included) in the image"
+        assert not path.is_relative_to(REPO / "tiered_dev"), f"COPY {source} puts development code in the image"
+    assert not list((REPO / "operator").rglob("demo")) and not list((REPO / "operator").rglob("devcluster"))

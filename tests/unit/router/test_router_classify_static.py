@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tiered_operator.demo.workload import data_dir
+from tiered_dev.demo.workload import data_dir
 from tiered_router.classify import (
     _WORD,
     LEXICAL_MAX_CHARS,

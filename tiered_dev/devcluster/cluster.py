@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from tiered_operator.devcluster import build
-from tiered_operator.devcluster.pki import Pki, ensure_pki
+from tiered_dev.devcluster import build
+from tiered_dev.devcluster.pki import Pki, ensure_pki
 
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 FAKE_NODE = "kwok-node-0"

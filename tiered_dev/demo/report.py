@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tiered_operator.demo import standin
-from tiered_operator.demo.driver import Outcome
-from tiered_operator.demo.workload import KIND_IN_SCOPE, KIND_OOS, KIND_PII
+from tiered_dev.demo import standin
+from tiered_dev.demo.driver import Outcome
+from tiered_dev.demo.workload import KIND_IN_SCOPE, KIND_OOS, KIND_PII
 from tiered_router import metrics as m
 
 Vector = dict[tuple[tuple[str, str], ...], float]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiered_operator.demo import piicheck
+from tiered_dev.demo import piicheck
 
 LOCAL_TIER = "slm-edge"
 CLOUD_TIER = "cloud-standin"

@@ -2,7 +2,7 @@
 
 Steps of `up` (each reuses what already runs, so a re-run is safe and fast):
 
- 1. the local control plane (tiered_operator.devcluster) and the CRDs;
+ 1. the local control plane (tiered_dev.devcluster) and the CRDs;
  2. the demo namespace and the cloud tier's Secret (manifests/demo/);
  3. the CLOUD STAND-IN (a local OpenAI-compatible test server playing the provider), keyed with that Secret;
  4. Prometheus on 127.0.0.1, scraping the router, the SLM server and the stand-in every second;
@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiered_operator import devcluster
-from tiered_operator.demo import chart, dataplane, manifests, processes, prom, report, workload
-from tiered_operator.demo.driver import client_name, run_workload
-from tiered_operator.devcluster import Cluster
-from tiered_operator.devcluster.build import repo_root
+from tiered_dev import devcluster
+from tiered_dev.demo import chart, dataplane, manifests, processes, prom, report, workload
+from tiered_dev.demo.driver import client_name, run_workload
+from tiered_dev.devcluster import Cluster
+from tiered_dev.devcluster.build import repo_root
 from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.compare import content_hash
 from tiered_router import metrics as router_metrics
@@ -488,7 +488,7 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     standin_url = f"http://127.0.0.1:{ports['cloud-standin']}/v1"
     standin = processes.reuse_or_start(
         registry, "cloud-standin",
-        [sys.executable, "-m", "tiered_operator.demo.standin", "--port", str(ports["cloud-standin"]),
+        [sys.executable, "-m", "tiered_dev.demo.standin", "--port", str(ports["cloud-standin"]),
          "--api-key-file", str(key_file), "--record", str(paths.standin_record)],
         paths.log("cloud-standin"), lambda: processes.http_ok(f"http://127.0.0.1:{ports['cloud-standin']}/healthz"),
         inputs=[key_file],

@@ -1,4 +1,4 @@
-"""`python -m tiered_operator.demo up|down|status`."""
+"""`python -m tiered_dev.demo up|down|status`."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tiered_operator.demo import up as demo
+from tiered_dev.demo import up as demo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tiered_operator.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tiered_dev.demo", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="control plane + demo state (default: $TIERED_DEV_DIR or .dev in the checkout)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -16,7 +16,7 @@ token. The demo prints this; the latencies it reports for the cloud tier are mea
 stand-in, not a real provider. Token counts follow a stated rule (about 4 characters per prompt token, one token
 per output word), not a real tokenizer.
 
-Run: `python -m tiered_operator.demo.standin --port 0 --api-key-file KEY --record received.jsonl`.
+Run: `python -m tiered_dev.demo.standin --port 0 --api-key-file KEY --record received.jsonl`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from tiered_operator.demo.piicheck import find_pii
+from tiered_dev.demo.piicheck import find_pii
 
 log = logging.getLogger("cloud_standin")
 
@@ -261,7 +261,7 @@ def _range(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tiered_operator.demo.standin",
+        prog="python -m tiered_dev.demo.standin",
         description="Cloud stand-in: an OpenAI-compatible test server that plays the cloud provider (not an LLM).",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tiered_operator.demo.workload import WorkItem
+from tiered_dev.demo.workload import WorkItem
 
 MAX_TOKENS = 16
 

@@ -1,0 +1,1 @@
+"""Development-only tooling: the local cluster (`tiered dev`) and `make demo`. Never installed in an image."""

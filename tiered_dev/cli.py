@@ -1,0 +1,67 @@
+"""`tiered dev build|up|down|status`: the local control plane, registered on the `tiered` CLI when this
+development package is installed (it never is in the operator image)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from tiered_dev import devcluster
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("TIERED_DEV_DIR", ".dev"))
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        cluster = devcluster.up(Path(args.state_dir))
+    except devcluster.ComponentFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"control plane up in {time.monotonic() - started:.1f}s: {cluster.server}")
+    print(f"  admin kubeconfig:    {cluster.kubeconfig}")
+    if cluster.operator_kubeconfig.exists():
+        print(f"  operator kubeconfig: {cluster.operator_kubeconfig}")
+    print(f"  kubectl:             {cluster.kubectl_path}")
+    return 0
+
+
+def _dev_build(args: argparse.Namespace) -> int:
+    from tiered_dev.devcluster.build import ensure_binaries
+
+    print(ensure_binaries())
+    return 0
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    stopped = devcluster.down(Path(args.state_dir))
+    print(f"stopped {len(stopped)} process(es)" + (f": {' '.join(map(str, stopped))}" if stopped else ""))
+    return 0
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    running = devcluster.status(Path(args.state_dir))
+    for name, alive in running.items():
+        print(f"{name:26} {'running' if alive else 'stopped'}")
+    return 0 if all(running.values()) else 3
+
+
+def add_dev_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `dev build|up|down|status` on the `tiered` parser."""
+    dev = sub.add_parser("dev", help="the local control plane (etcd, kube-apiserver, controller-manager, "
+                                     "scheduler, KWOK) as processes on 127.0.0.1")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    for name, func, help_text in (
+        ("build", _dev_build, "build (once) and cache the control-plane binaries; print their directory"),
+        ("up", _dev_up, "build (once) and start the control plane; reuses what already runs"),
+        ("down", _dev_down, "stop this control plane's processes"),
+        ("status", _dev_status, "which components run"),
+    ):
+        cmd = dev_sub.add_parser(name, help=help_text)
+        cmd.add_argument("--state-dir", default=str(default_state_dir()), help="where PKI, data and logs live")
+        cmd.set_defaults(func=func)
