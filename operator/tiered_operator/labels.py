@@ -48,10 +48,6 @@ LABEL_APP_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_APP_PART_OF: Final = "app.kubernetes.io/part-of"
 PART_OF_VALUE: Final = "tiered"
 
-# Annotations.
-ANNOTATION_CONFIG_HASH: Final = f"{GROUP}/config-hash"
-"""On pod templates: a hash of the rendered config, so a config change rolls the pods."""
-
 # Namespace policy labels (set by users / compliance on the Namespace).
 LABEL_RESIDENCY: Final = f"{GROUP}/residency"
 RESIDENCY_LOCAL_ONLY: Final = "local-only"

@@ -19,6 +19,8 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
+from .config import DEFAULT_POLL_SECONDS  # noqa: E402
+
 
 def _serve(args: argparse.Namespace) -> int:
     import signal
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="router config file (the mounted ConfigMap key)")
         p.add_argument("--host", default="0.0.0.0")
         p.add_argument("--port", type=int, default=8080)
-        p.add_argument("--poll-seconds", type=float, default=1.0, help="config file check interval")
+        p.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS, help="config file check interval")
     ev = sub.add_parser("eval", help="measure a RoutingPolicy's routes on labelled data")
     ev.add_argument("--policy", required=True, help="RoutingPolicy manifest (YAML)")
     ev.add_argument("--data", required=True, help="JSONL {text, route} or the healthcare-routing CSV")

@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION = 1
+DEFAULT_POLL_SECONDS = 1.0
+"""How often the router checks its mounted config file. The kubelet refreshes a ConfigMap volume on its pod sync
+(every 60-90 s by default), so a new config reaches the router within that plus one poll; reading one small file
+a second costs nothing measurable (docs/operator.md, "Config changes")."""
 """Bumped on any incompatible change; a router refuses a config with a different version."""
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tiered_http import HTTPError, Request, Response, Server, StreamResponse, json_response
 
-from .config import RouterConfig
+from .config import DEFAULT_POLL_SECONDS, RouterConfig
 from .decision import Decision, RoutingRequest, decide, estimate_tokens
 from .errors import error_response
 from .metrics import RouterMetrics
@@ -268,7 +268,9 @@ class RouterService:
             self.pool.close()
 
 
-def build_service(config_path: Path, poll_seconds: float = 1.0, metrics: RouterMetrics | None = None) -> RouterService:
+def build_service(
+    config_path: Path, poll_seconds: float = DEFAULT_POLL_SECONDS, metrics: RouterMetrics | None = None
+) -> RouterService:
     """The router; the config is loaded before the first request and watched once `start` runs."""
     m = metrics or RouterMetrics()
     holder = ConfigHolder(config_path, m, poll_seconds)

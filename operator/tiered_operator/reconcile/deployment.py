@@ -57,9 +57,10 @@ class CloudKeyMount:
 
 @dataclass(frozen=True)
 class RouterSidecar:
-    """What the router sidecar needs from the policies that use the tier."""
+    """What the router sidecar needs from the policies that use the tier: only what must be in the pod template
+    (mounts and resources). The router config itself is not here: the router hot-reloads its mounted ConfigMap,
+    so a policy edit or a budget flip must not restart the model pods (see docs/operator.md, "Config changes")."""
 
-    config_hash: str
     key_mounts: tuple[CloudKeyMount, ...] = ()
     resources: dict[str, Any] | None = None
     pvc_claims: tuple[str, ...] = ()
@@ -308,10 +309,7 @@ def build_deployment(tier: InferenceTier, sidecar: RouterSidecar, settings: Oper
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "progressDeadlineSeconds": 1800,
             "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {labels.ANNOTATION_CONFIG_HASH: sidecar.config_hash},
-                },
+                "metadata": {"labels": pod_labels},
                 "spec": pod_spec,
             },
         },

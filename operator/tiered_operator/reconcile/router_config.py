@@ -293,9 +293,7 @@ def tier_router_config(
             data[f"policy-{pname}.json"] = by_name[pname].text or ""
     else:
         data[naming.ROUTER_CONFIG_FILE] = render_config(passthrough_config(tier, namespace, settings))
-    sidecar = RouterSidecar(
-        config_hash=content_hash(data), key_mounts=key_mounts, resources=resources, pvc_claims=claims
-    )
+    sidecar = RouterSidecar(key_mounts=key_mounts, resources=resources, pvc_claims=claims)
     return TierRouterConfig(data=data, sidecar=sidecar, primary_policy=primary)
 
 

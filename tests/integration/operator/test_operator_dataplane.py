@@ -69,7 +69,7 @@ def test_router_sidecar_starts_with_the_rendered_command_and_compiled_policy(tmp
     (tmp_path / "router.json").write_text(compiled.text)
     port = free_port()
     dep = build_deployment(
-        tiers["slm-edge"], RouterSidecar(config_hash="x"), OperatorSettings(ports=Ports(router=port))
+        tiers["slm-edge"], RouterSidecar(), OperatorSettings(ports=Ports(router=port))
     )
     router = _container(dep, "router")
     assert router["command"][1:] == ["-m", "tiered_router"]
@@ -108,7 +108,7 @@ def test_slm_server_starts_with_the_rendered_arguments_and_a_pvc_model(tmp_path:
     body["spec"]["local"]["speculative"] = {"mode": "promptLookup", "tokens": 4, "maxNgramSize": 2}
     port = free_port()
     dep = build_deployment(
-        InferenceTier.from_k8s(body), RouterSidecar(config_hash="x"), OperatorSettings(ports=Ports(slm=port))
+        InferenceTier.from_k8s(body), RouterSidecar(), OperatorSettings(ports=Ports(slm=port))
     )
     model = _container(dep, "model")
     args = _local(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Coroutine
@@ -119,6 +120,19 @@ class Servers:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.loop.close()
+
+
+async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the router process answers /readyz with 200; fails if it exits or takes longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "router did not become ready"
+        await asyncio.sleep(0.1)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -55,7 +55,7 @@ def test_monitors_scrape_the_ports_the_operator_builds() -> None:
         "spec": {"backend": "local", "local": {"runtime": "llamacpp", "model": {"source": "pvc://m/t.gguf"}}},
     })
     service_ports = {p["name"] for p in build_service(tier, OperatorSettings())["spec"]["ports"]}
-    deployment = build_deployment(tier, RouterSidecar(config_hash="h"), OperatorSettings())
+    deployment = build_deployment(tier, RouterSidecar(), OperatorSettings())
     container_ports = {
         p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
     }

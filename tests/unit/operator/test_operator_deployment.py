@@ -1,5 +1,5 @@
 """build_deployment / build_service: every spec field that changes the output, and the invariants
-(restricted security, no spec.replicas, owner references, config-hash annotation)."""
+(restricted security, no spec.replicas, owner references, no router-config hash on the pod template)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tiered_operator.reconcile.deployment import (
 from tiered_operator.reconcile.service import build_service
 from tiered_operator.settings import OperatorSettings, Ports
 
-SIDECAR = RouterSidecar(config_hash="abc123")
+SIDECAR = RouterSidecar()
 MakeTier = Callable[..., InferenceTier]
 
 
@@ -53,7 +53,8 @@ def test_sample_local_tier_renders_a_restricted_two_container_deployment(
         }
     ]
     assert dep["spec"]["selector"]["matchLabels"] == {"tiered.dev/tier": "slm-edge", "tiered.dev/component": "slm"}
-    assert dep["spec"]["template"]["metadata"]["annotations"] == {"tiered.dev/config-hash": "abc123"}
+    # Nothing of the router config is on the pod template: the router hot-reloads it (no pod restart).
+    assert dep["spec"]["template"]["metadata"] == {"labels": dep["metadata"]["labels"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
@@ -192,11 +193,8 @@ def test_vllm_cannot_render_an_https_source(make_tier: MakeTier, settings: Opera
         build_deployment(tier, SIDECAR, settings)
 
 
-def test_router_sidecar_mounts_config_and_cloud_keys_and_config_hash_rolls_pods(
-    make_tier: MakeTier, settings: OperatorSettings
-) -> None:
+def test_router_sidecar_mounts_config_and_cloud_keys(make_tier: MakeTier, settings: OperatorSettings) -> None:
     sidecar = RouterSidecar(
-        config_hash="h2",
         key_mounts=(CloudKeyMount(tier="gpt", secret="openai", key="api-key"),),
         resources={"limits": {"memory": "1Gi"}},
     )
@@ -214,7 +212,6 @@ def test_router_sidecar_mounts_config_and_cloud_keys_and_config_hash_rolls_pods(
     assert router["args"] == ["serve", "--config=/etc/tiered/router/router.json", "--host=0.0.0.0", "--port=8000"]
     assert router["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert router["resources"] == {"limits": {"memory": "1Gi"}}
-    assert dep["spec"]["template"]["metadata"]["annotations"]["tiered.dev/config-hash"] == "h2"
     # key mounts never reach the model server container
     assert all(m["name"] != "key-gpt" for m in _containers(dep)["model"]["volumeMounts"])
 
@@ -239,7 +236,7 @@ def test_service_exposes_router_metrics_and_model_ports(make_tier: MakeTier) -> 
 def test_router_reads_an_encoder_from_its_claim_and_shares_the_model_claim_volume(
     make_tier: MakeTier, settings: OperatorSettings
 ) -> None:
-    dep = build_deployment(make_tier(), RouterSidecar(config_hash="h", pvc_claims=("encoders", "models")), settings)
+    dep = build_deployment(make_tier(), RouterSidecar(pvc_claims=("encoders", "models")), settings)
     assert [v["name"] for v in dep["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v] == [
         "pvc-models",
         "pvc-encoders",

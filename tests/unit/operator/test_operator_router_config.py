@@ -135,7 +135,7 @@ def test_tier_sidecar_config_uses_the_policy_whose_default_it_is_and_mounts_its_
     assert cm["metadata"]["ownerReferences"][0]["kind"] == "InferenceTier"
 
 
-def test_tier_without_policy_gets_a_passthrough_config_and_hash_follows_content(
+def test_tier_without_policy_gets_a_passthrough_config_and_the_sidecar_ignores_its_content(
     bodies: Any, settings: OperatorSettings
 ) -> None:
     tier = _tiers(bodies)["slm-edge"]
@@ -145,7 +145,7 @@ def test_tier_without_policy_gets_a_passthrough_config_and_hash_follows_content(
     assert trc.primary_policy is None and trc.sidecar.key_mounts == ()
     local_only = NamespacePolicy.from_labels({"tiered.dev/residency": "local-only"})
     other = tier_router_config(tier, [], [], {}, local_only, settings)
-    assert other.sidecar.config_hash != trc.sidecar.config_hash
+    assert other.data != trc.data and other.sidecar == trc.sidecar  # new config, same pod template
 
 
 def test_gateway_mode_policies_are_not_compiled_into_sidecars(
@@ -209,3 +209,26 @@ def test_bundled_encoders_render_to_the_router_kind_with_no_claim(
     assert compiled.config.classifier.encoder.path is None
     trc = tier_router_config(tiers["slm-edge"], [compiled], [policy], tiers, NamespacePolicy(), settings)
     assert trc.sidecar.pvc_claims == ()
+
+
+def test_budget_flip_and_route_edit_change_the_configmap_but_not_the_pod_template(
+    bodies: Any, settings: OperatorSettings
+) -> None:
+    """The router hot-reloads its mounted config: nothing a policy edit changes may reach the pod template, or
+    every model pod of the policy would restart (and reload its model) on a budget flip."""
+    from tiered_operator.reconcile.deployment import build_deployment
+
+    tiers = _tiers(bodies)
+    exhausted = {"type": "BudgetOK", "status": "False", "reason": "BudgetExhausted", "message": "spent",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    edited = bodies.with_meta(bodies.sample("routingpolicy-hybrid.yaml"))
+    edited["spec"]["routes"][0]["examples"] = ["a route edited by hand", *edited["spec"]["routes"][0]["examples"]]
+    variants = [_sample_policy(bodies), _sample_policy(bodies, conditions=[exhausted]), RoutingPolicy.from_k8s(edited)]
+    rendered = []
+    for policy in variants:
+        compiled = [compile_policy(policy, tiers, NamespacePolicy(), settings)]
+        trc = tier_router_config(tiers["slm-edge"], compiled, [policy], tiers, NamespacePolicy(), settings)
+        rendered.append((trc.data, build_deployment(tiers["slm-edge"], trc.sidecar, settings)))
+    datas, deployments = zip(*rendered, strict=True)
+    assert len({json.dumps(d, sort_keys=True) for d in datas}) == 3  # three different router configs
+    assert all(d == deployments[0] for d in deployments)  # one Deployment
