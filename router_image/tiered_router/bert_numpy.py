@@ -2,7 +2,7 @@
 
 Why: torch from PyPI is a multi-GB CUDA build and cannot live in a slim router image, yet small
 sentence-transformers models (all-MiniLM-L6-v2: 6 layers, 384 wide) run fine as a few matrix products.
-This reads ``model.safetensors`` (parsed here, no safetensors package), ``config.json`` and ``tokenizer.json``
+This reads ``model.safetensors`` (``safetensors.numpy``), ``config.json`` and ``tokenizer.json``
 (the ``tokenizers`` package) and reproduces the Transformer + mean pooling + normalize pipeline.
 """
 
@@ -10,40 +10,23 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from safetensors.numpy import load_file
 
 F32 = npt.NDArray[np.float32]
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64}
-
 
 def read_safetensors(path: Path) -> dict[str, npt.NDArray[Any]]:
-    """Tensors of a .safetensors file (8-byte header length, JSON header, raw little-endian data)."""
-    raw = path.read_bytes()
-    (header_len,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + header_len])
-    base = 8 + header_len
-    out: dict[str, npt.NDArray[Any]] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = meta["data_offsets"]
-        buf = raw[base + start : base + end]
-        if meta["dtype"] == "BF16":
-            bits = np.frombuffer(buf, dtype=np.uint16).astype(np.uint32) << 16
-            arr: npt.NDArray[Any] = bits.view(np.float32)
-        else:
-            dtype = _DTYPES.get(meta["dtype"])
-            if dtype is None:
-                raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}")
-            arr = np.frombuffer(buf, dtype=dtype)
-        out[name] = arr.reshape(meta["shape"])
-    return out
+    """The tensors of a .safetensors file, read by the safetensors library."""
+    try:
+        tensors: dict[str, npt.NDArray[Any]] = load_file(path)
+    except TypeError as exc:  # numpy has no bfloat16
+        raise ValueError(f"{path}: {exc}; save the encoder's weights as F32 or F16") from exc
+    return tensors
 
 
 def _layer_norm(x: F32, w: F32, b: F32, eps: float) -> F32:

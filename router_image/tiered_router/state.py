@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .breaker import CircuitBreaker
 from .classify import RouteClassifier
-from .config import ConfigError, RouterConfig, TierConfig, load_config
+from .config import DEFAULT_POLL_SECONDS, ConfigError, RouterConfig, TierConfig, load_config
 from .encoders import load_encoder
 from .metrics import RouterMetrics
 from .upstream_http import Endpoint
@@ -112,14 +112,10 @@ def build_state(config: RouterConfig, text: str, previous: RouterState | None = 
     )
 
 
-def breaker_for(state: RouterState, tier: TierConfig) -> CircuitBreaker:
-    return state.breakers[_breaker_key(tier)]
-
-
 class ConfigHolder:
     """Owns the current state and reloads it when the file's content (or an API key file) changes."""
 
-    def __init__(self, path: Path, metrics: RouterMetrics, poll_seconds: float = 1.0) -> None:
+    def __init__(self, path: Path, metrics: RouterMetrics, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
         self.path = path
         self.metrics = metrics
         self.poll_seconds = poll_seconds

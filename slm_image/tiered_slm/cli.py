@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tiered_slm.gguf_header import GGUFFormatError
 from tiered_slm.integrity import IntegrityError, normalize_sha256
-from tiered_slm.quant import normalize_quant_name
+from tiered_slm.quant import GGUFFormatError, normalize_quant_name
 from tiered_slm.quantize import QuantizeError
 from tiered_slm.source import DEFAULT_PVC_ROOT, ModelSourceError
 

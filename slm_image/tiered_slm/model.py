@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tiered_slm.engine import Engine, GenerationJob, SamplingParams
-from tiered_slm.gguf_header import read_file_type
 from tiered_slm.integrity import file_sha256, verify_sha256
-from tiered_slm.quant import quant_name
+from tiered_slm.quant import quant_name, read_file_type
 from tiered_slm.quantize import QuantizeResult, quantize_on_load
 from tiered_slm.source import DEFAULT_PVC_ROOT, parse_source, resolve_source
 from tiered_slm.speculative import SpeculativeConfig, build_proposer

@@ -6,6 +6,9 @@ llama.cpp's ``llama_ftype`` values, which GGUF files also store under ``general.
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 FTYPE_BY_NAME: dict[str, int] = {
     "F32": 0,
     "F16": 1,
@@ -53,3 +56,25 @@ def quant_name(ftype: int | None) -> str:
     if ftype is None:
         return "unknown"
     return NAME_BY_FTYPE.get(ftype, f"ftype{ftype}")
+
+
+class GGUFFormatError(ValueError):
+    """The file is not a GGUF file (or is truncated); the message names the file."""
+
+
+def read_file_type(path: Path) -> int | None:
+    """``general.file_type`` of a GGUF file (llama.cpp's ftype number), or None when absent.
+
+    Read with the ``gguf`` package's reader, which maps the file and parses only the header and tensor table,
+    so a multi-GB model costs no more than its metadata."""
+    from gguf import GGUFReader  # imported here: the operator imports this module for the names alone
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError, IndexError, struct.error) as error:
+        raise GGUFFormatError(f"{path}: not a readable GGUF file ({error})") from None
+    field = reader.get_field("general.file_type")
+    if field is None:
+        return None
+    value = field.contents()
+    return int(value) if isinstance(value, int) else None

@@ -15,8 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiered_slm.gguf_header import read_file_type
-from tiered_slm.quant import FTYPE_BY_NAME, QUANTIZE_TARGETS, UNQUANTIZED, normalize_quant_name, quant_name
+from tiered_slm.quant import (
+    FTYPE_BY_NAME,
+    QUANTIZE_TARGETS,
+    UNQUANTIZED,
+    normalize_quant_name,
+    quant_name,
+    read_file_type,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiered_dev.procs import alive, cmdline, find_ours, is_ours
+
 
 @dataclass(frozen=True)
 class Started:
@@ -33,42 +35,6 @@ class Started:
 
 class ProcessFailed(RuntimeError):
     """A process exited or never became healthy; the message carries the tail of its log."""
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    """True for a running process; reaps our own zombie children."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
-
-
-def is_ours(pid: int, marker: Path) -> bool:
-    """Alive and started by the demo of this state directory (its path is in the command line)."""
-    return pid > 0 and alive(pid) and str(marker) in cmdline(pid)
-
-
-def find_ours(marker: Path) -> list[int]:
-    """Every live process whose command line names `marker` (strays included), excluding this process."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            pid = int(entry.name)
-            if pid != os.getpid() and is_ours(pid, marker):
-                found.append(pid)
-    return sorted(found)
 
 
 def log_tail(path: Path, lines: int = 25) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from tiered_dev import procs
 from tiered_dev.devcluster import build
 from tiered_dev.devcluster.pki import Pki, ensure_pki
 
@@ -148,32 +149,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _is_ours(pid: int, state_dir: Path) -> bool:
-    """A pid is ours only if it is alive (not a zombie) and its command line names our state directory."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return str(state_dir) in _cmdline(pid)
-
-
 def _our_processes(state_dir: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and _is_ours(int(entry.name), state_dir):
-            cmd = _cmdline(int(entry.name)).split(" ", 1)[0]
-            if Path(cmd).name in build.COMPONENTS:
-                pids.append(int(entry.name))
-    return pids
+    """Control-plane processes naming our state directory (strays of an earlier run included)."""
+    return [p for p in procs.find_ours(state_dir) if Path(procs.cmdline(p).split(" ", 1)[0]).name in build.COMPONENTS]
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -200,7 +178,7 @@ def _stop_pids(pids: list[int], grace: float = 10.0) -> None:
     deadline = time.monotonic() + grace
     alive = list(pids)
     while alive and time.monotonic() < deadline:
-        alive = [pid for pid in alive if _alive(pid)]
+        alive = [pid for pid in alive if procs.alive(pid)]
         if alive:
             time.sleep(0.1)
     for pid in alive:
@@ -209,18 +187,6 @@ def _stop_pids(pids: list[int], grace: float = 10.0) -> None:
     for pid in pids:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
 
 
 # --- health ------------------------------------------------------------------------------------------------------
@@ -246,7 +212,7 @@ def _wait(name: str, check: Callable[[], bool], pid: int, state_dir: Path, timeo
     while time.monotonic() < deadline:
         if check():
             return
-        if not _alive(pid):
+        if not procs.alive(pid):
             raise ComponentFailed(name, "process exited", _log_tail(state_dir / "logs" / f"{name}.log"))
         time.sleep(0.25)
     raise ComponentFailed(name, f"not healthy after {timeout:.0f}s", _log_tail(state_dir / "logs" / f"{name}.log"))
@@ -437,7 +403,7 @@ def up(state_dir: Path, progress: Callable[[str], None] = print) -> Cluster:
         for name in ORDER:
             pid = pids.get(name)
             check = _health_check(name, pki, ports)
-            if pid and _is_ours(pid, state_dir):
+            if pid and procs.is_ours(pid, state_dir):
                 if name in ("etcd", "kube-apiserver"):
                     _wait(name, check, pid, state_dir, timeout=60)
                 continue
@@ -467,9 +433,9 @@ def down(state_dir: Path) -> list[int]:
     with _locked(state_dir):
         state = _load_state(state_dir)
         recorded = [int(p) for p in dict(state.get("pids", {})).values()]  # type: ignore[call-overload]
-        pids = sorted({p for p in recorded if _is_ours(p, state_dir)} | set(_our_processes(state_dir)))
+        pids = sorted({p for p in recorded if procs.is_ours(p, state_dir)} | set(_our_processes(state_dir)))
         # Stop clients before the store: kwok, scheduler, controller-manager, apiserver, etcd.
-        by_name = {Path(_cmdline(p).split(" ", 1)[0]).name: p for p in pids}
+        by_name = {Path(procs.cmdline(p).split(" ", 1)[0]).name: p for p in pids}
         ordered = [by_name[n] for n in reversed(ORDER) if n in by_name]
         ordered += [p for p in pids if p not in ordered]
         for pid in ordered:
@@ -483,7 +449,7 @@ def status(state_dir: Path) -> dict[str, bool]:
     """Which components of this control plane run now."""
     state_dir = state_dir.resolve()
     pids = {k: int(v) for k, v in dict(_load_state(state_dir).get("pids", {})).items()}  # type: ignore[call-overload]
-    return {name: bool(pids.get(name)) and _is_ours(pids[name], state_dir) for name in ORDER}
+    return {name: bool(pids.get(name)) and procs.is_ours(pids[name], state_dir) for name in ORDER}
 
 
 def stop_component(state_dir: Path, name: str, sig: int = signal.SIGKILL) -> None:
@@ -491,10 +457,10 @@ def stop_component(state_dir: Path, name: str, sig: int = signal.SIGKILL) -> Non
     state_dir = state_dir.resolve()
     pids = {k: int(v) for k, v in dict(_load_state(state_dir).get("pids", {})).items()}  # type: ignore[call-overload]
     pid = pids.get(name)
-    if pid and _is_ours(pid, state_dir):
+    if pid and procs.is_ours(pid, state_dir):
         os.kill(pid, sig)
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while procs.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -513,7 +479,7 @@ def start_component(state_dir: Path, name: str, timeout: float = 90) -> bool:
         if name not in ports:
             raise ValueError(f"{name!r} was never started in {state_dir} (run up() first)")
         pid = pids.get(name)
-        if pid and _is_ours(pid, state_dir):
+        if pid and procs.is_ours(pid, state_dir):
             return False
         bins = Path(str(state["bin_dir"])) if state.get("bin_dir") else build.ensure_binaries()
         pki = ensure_pki(state_dir / "pki")

@@ -116,6 +116,29 @@ class CheckedStr:
         return json_schema
 
 
+@dataclass(frozen=True)
+class OneOf:
+    """`Annotated[str, OneOf(values)]`: an enum whose values live in a table elsewhere (a `Literal` would have to
+    repeat them). Pydantic checks membership; the CRD gets a plain `enum`."""
+
+    values: tuple[str, ...]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        allowed = frozenset(self.values)
+
+        def validate(value: str) -> str:
+            if value not in allowed:
+                raise ValueError(f"{value!r} is not one of {', '.join(self.values)}")
+            return value
+
+        return core_schema.no_info_after_validator_function(validate, core_schema.str_schema())
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "enum": list(self.values)}
+
+
 def matching(pattern: str, message: str, max_length: int) -> CheckedStr:
     """A CheckedStr for a regular expression.
 

@@ -18,80 +18,30 @@ from tiered_operator.api.common import (
     CheckedStr,
     Condition,
     ObjectMeta,
+    OneOf,
     ResourceRequirements,
     SecretKeyRef,
     Toleration,
     USDAmount,
     matching,
 )
+from tiered_slm.quant import FTYPE_BY_NAME, QUANTIZE_TARGETS
 
 # ---------------------------------------------------------------------------------------------------------------
 # Enumerations
 # ---------------------------------------------------------------------------------------------------------------
 
-GGUF_QUANT_TYPES: tuple[str, ...] = (
-    "Q2_K",
-    "Q3_K_S",
-    "Q3_K_M",
-    "Q3_K_L",
-    "Q4_0",
-    "Q4_1",
-    "Q4_K_S",
-    "Q4_K_M",
-    "Q5_0",
-    "Q5_1",
-    "Q5_K_S",
-    "Q5_K_M",
-    "Q6_K",
-    "Q8_0",
-    "F16",
-    "BF16",
-    "F32",
-)
-"""GGUF tensor types llama.cpp serves and `llama_model_quantize` can produce."""
+GGUF_QUANT_TYPES: tuple[str, ...] = tuple(FTYPE_BY_NAME)
+"""GGUF tensor types, from the model server's one table of llama.cpp's file types (`tiered_slm.quant`)."""
+QUANTIZE_ON_LOAD_TYPES: tuple[str, ...] = tuple(t for t in GGUF_QUANT_TYPES if t in QUANTIZE_TARGETS)
+"""The types the model server's quantize-on-load can produce."""
 VLLM_QUANT_METHODS: tuple[str, ...] = ("gptq", "awq")
 """Weight-only quantization methods that need `bits` (vLLM on GPU, safetensors checkpoints)."""
+_VLLM_CEL = repr(list(VLLM_QUANT_METHODS))
+"""The methods as a CEL list literal (['gptq', 'awq'])."""
 
-GGUFQuantType = Literal[
-    "Q2_K",
-    "Q3_K_S",
-    "Q3_K_M",
-    "Q3_K_L",
-    "Q4_0",
-    "Q4_1",
-    "Q4_K_S",
-    "Q4_K_M",
-    "Q5_0",
-    "Q5_1",
-    "Q5_K_S",
-    "Q5_K_M",
-    "Q6_K",
-    "Q8_0",
-    "F16",
-    "BF16",
-    "F32",
-]
-Quantization = Literal[
-    "Q2_K",
-    "Q3_K_S",
-    "Q3_K_M",
-    "Q3_K_L",
-    "Q4_0",
-    "Q4_1",
-    "Q4_K_S",
-    "Q4_K_M",
-    "Q5_0",
-    "Q5_1",
-    "Q5_K_S",
-    "Q5_K_M",
-    "Q6_K",
-    "Q8_0",
-    "F16",
-    "BF16",
-    "F32",
-    "gptq",
-    "awq",
-]
+GGUFQuantType = Annotated[str, OneOf(QUANTIZE_ON_LOAD_TYPES)]
+Quantization = Annotated[str, OneOf(GGUF_QUANT_TYPES + VLLM_QUANT_METHODS)]
 Backend = Literal["local", "cloud"]
 Runtime = Literal["llamacpp", "vllm"]
 ModelFormat = Literal["gguf", "safetensors"]
@@ -171,10 +121,6 @@ CIDR = Annotated[
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _is_gguf_type(q: str | None) -> bool:
-    return q is not None and q not in VLLM_QUANT_METHODS
-
-
 class ModelSpec(ApiModel):
     """The weights a local tier serves and how they are quantized."""
 
@@ -218,7 +164,7 @@ class ModelSpec(ApiModel):
             reason="FieldValueRequired",
         ),
         CelRule(
-            rule="!has(self.quantization) || (self.quantization in ['gptq', 'awq']) == (self.format == 'safetensors')",
+            rule=f"!has(self.quantization) || (self.quantization in {_VLLM_CEL}) == (self.format == 'safetensors')",
             message="quantization gptq/awq needs format safetensors, and GGUF types (Q4_K_M, Q8_0, ...) need "
             "format gguf",
             check=lambda m: (
@@ -227,14 +173,14 @@ class ModelSpec(ApiModel):
             field_path=".quantization",
         ),
         CelRule(
-            rule="!has(self.quantization) || !(self.quantization in ['gptq', 'awq']) || has(self.bits)",
+            rule=f"!has(self.quantization) || !(self.quantization in {_VLLM_CEL}) || has(self.bits)",
             message="quantization gptq/awq requires bits (e.g. bits: 4)",
             check=lambda m: m.quantization not in VLLM_QUANT_METHODS or m.bits is not None,
             field_path=".bits",
             reason="FieldValueRequired",
         ),
         CelRule(
-            rule="!has(self.bits) || (has(self.quantization) && self.quantization in ['gptq', 'awq'])",
+            rule=f"!has(self.bits) || (has(self.quantization) && self.quantization in {_VLLM_CEL})",
             message="bits is only valid with quantization gptq or awq",
             check=lambda m: m.bits is None or m.quantization in VLLM_QUANT_METHODS,
             field_path=".bits",

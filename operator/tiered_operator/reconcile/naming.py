@@ -101,11 +101,3 @@ def controller_owner(obj: Mapping[str, Any]) -> tuple[str, str] | None:
         if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(labels.GROUP + "/"):
             return str(ref.get("kind")), str(ref.get("name"))
     return None
-
-
-def owner_of(obj: Mapping[str, Any], kind: str) -> str | None:
-    """Name of the controlling owner of `kind` (from the child's ownerReferences), or None."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("kind") == kind and str(ref.get("apiVersion", "")).startswith(labels.GROUP + "/"):
-            return str(ref.get("name"))
-    return None

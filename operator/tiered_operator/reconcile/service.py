@@ -46,11 +46,3 @@ def tier_endpoint(tier_name: str, namespace: str, settings: OperatorSettings) ->
     return (
         f"http://{naming.service_name(tier_name)}.{namespace}.{settings.cluster_domain_suffix}:{settings.ports.slm}/v1"
     )
-
-
-def router_endpoint(tier_name: str, namespace: str, settings: OperatorSettings) -> str:
-    """The router sidecar's OpenAI base URL (what applications point the openai SDK at)."""
-    return (
-        f"http://{naming.service_name(tier_name)}.{namespace}.{settings.cluster_domain_suffix}:"
-        f"{settings.ports.router}/v1"
-    )

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from slm_helpers import TinyModels, finish_process, load, options, start_server_process
 
-from tiered_slm.gguf_header import read_file_type
 from tiered_slm.integrity import IntegrityError, file_sha256
 from tiered_slm.model import prepare_model_file
+from tiered_slm.quant import read_file_type
 from tiered_slm.source import download_with_resume
 
 

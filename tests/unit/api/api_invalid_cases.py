@@ -184,7 +184,7 @@ CASES: tuple[InvalidCase, ...] = (
         "unknown-quantization",
         _local(s("spec.local.model.quantization", "Q4_K_X")),
         'Unsupported value: "Q4_K_X"',
-        "Input should be",
+        "'Q4_K_X' is not one of F32, F16",
         "spec.local.model.quantization",
     ),
     InvalidCase(

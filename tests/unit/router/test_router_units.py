@@ -240,15 +240,16 @@ def test_builtin_encoders_place_paraphrases_closer_than_unrelated_sentences(kind
     assert float(a @ b) > 0.5 > float(a @ c)
 
 
-def test_safetensors_reader_round_trips(tmp_path: Any) -> None:
-    import struct
-
+def test_safetensors_weights_load_and_bf16_is_refused_with_a_clear_message(tmp_path: Any) -> None:
     import numpy as np
+    from safetensors.numpy import save_file
 
     from tiered_router.bert_numpy import read_safetensors
 
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
-    header = json.dumps({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, arr.nbytes]}}).encode()
-    path = tmp_path / "m.safetensors"
-    path.write_bytes(struct.pack("<Q", len(header)) + header + arr.tobytes())
-    assert (read_safetensors(path)["w"] == arr).all()
+    save_file({"w": arr}, str(tmp_path / "m.safetensors"))
+    assert (read_safetensors(tmp_path / "m.safetensors")["w"] == arr).all()
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}).encode()
+    (tmp_path / "bf16.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\x80\x3f")
+    with pytest.raises(ValueError, match="save the encoder's weights as F32 or F16"):
+        read_safetensors(tmp_path / "bf16.safetensors")

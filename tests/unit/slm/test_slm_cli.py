@@ -15,9 +15,9 @@ from tiered_slm.cli import (
     exit_code_for,
     main,
 )
-from tiered_slm.gguf_header import GGUFFormatError
 from tiered_slm.integrity import IntegrityError
 from tiered_slm.model import ModelLoadError
+from tiered_slm.quant import GGUFFormatError
 from tiered_slm.quantize import QuantizeError
 from tiered_slm.source import ModelSourceError
 

@@ -1,55 +1,45 @@
-"""The GGUF header reader that reports a file's quantization without loading it."""
+"""Reading a GGUF file's quantization (``general.file_type``) without loading the model."""
 
-import struct
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 
-from tiered_slm.gguf_header import GGUFFormatError, read_file_type, read_gguf_metadata
+from tiered_slm.quant import GGUFFormatError, read_file_type
 
 
-def gguf_bytes(kvs: list[tuple[str, int, bytes]]) -> bytes:
-    """A GGUF v3 header with the given (key, type, encoded value) entries and no tensors."""
-    out = b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs))
-    for key, value_type, value in kvs:
-        encoded = key.encode()
-        out += struct.pack("<Q", len(encoded)) + encoded + struct.pack("<I", value_type) + value
-    return out
+def write_gguf(path: Path, file_type: int | None) -> Path:
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(4096)
+    writer.add_token_list(["a", "bc"])  # an array before the key we want
+    if file_type is not None:
+        writer.add_file_type(file_type)
+    writer.add_tensor("w", np.zeros((2, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
-def string_value(text: str) -> bytes:
-    return struct.pack("<Q", len(text.encode())) + text.encode()
-
-
-def test_reads_scalars_and_skips_arrays(tmp_path: Path) -> None:
-    tokens = struct.pack("<IQ", 8, 2) + string_value("a") + string_value("bc")
-    path = tmp_path / "m.gguf"
-    path.write_bytes(gguf_bytes([
-        ("general.architecture", 8, string_value("llama")),
-        ("tokenizer.ggml.tokens", 9, tokens),
-        ("llama.context_length", 4, struct.pack("<I", 4096)),
-        ("general.file_type", 4, struct.pack("<I", 15)),
-    ]))
-    assert read_gguf_metadata(path) == {"general.architecture": "llama", "llama.context_length": 4096,
-                                        "general.file_type": 15}
-    assert read_file_type(path) == 15
+def test_reads_the_file_type(tmp_path: Path) -> None:
+    assert read_file_type(write_gguf(tmp_path / "m.gguf", 15)) == 15
 
 
 def test_missing_file_type_is_none(tmp_path: Path) -> None:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(gguf_bytes([("general.architecture", 8, string_value("llama"))]))
-    assert read_file_type(path) is None
+    assert read_file_type(write_gguf(tmp_path / "m.gguf", None)) is None
 
 
 def test_not_a_gguf_file_is_reported_with_its_path(tmp_path: Path) -> None:
     path = tmp_path / "m.bin"
-    path.write_bytes(b"PK\x03\x04 something else")
-    with pytest.raises(GGUFFormatError, match=r"m\.bin: not a GGUF file"):
+    path.write_bytes(b"PK\x03\x04 something else, long enough to hold a header")
+    with pytest.raises(GGUFFormatError, match=r"m\.bin: not a readable GGUF file"):
         read_file_type(path)
 
 
 def test_truncated_header_is_reported(tmp_path: Path) -> None:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(gguf_bytes([("general.file_type", 4, struct.pack("<I", 15))])[:-2])
-    with pytest.raises(GGUFFormatError, match="unexpected end of file"):
+    path = write_gguf(tmp_path / "m.gguf", 15)
+    path.write_bytes(path.read_bytes()[:70])
+    with pytest.raises(GGUFFormatError, match=r"m\.gguf: not a readable GGUF file"):
         read_file_type(path)
