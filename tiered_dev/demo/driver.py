@@ -16,6 +16,9 @@ from typing import Any
 from tiered_dev.demo.workload import WorkItem
 
 MAX_TOKENS = 16
+TEMPERATURE = 0.2
+"""What an application would send to a 135M-parameter model (SmolLM2's model card suggests 0.2); the cloud
+stand-in ignores it."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ async def _one_openai(client: object, item: WorkItem) -> Outcome:
         text = ""
         if item.stream:
             raw_stream = await client.chat.completions.with_raw_response.create(
-                model="auto", messages=messages, max_tokens=MAX_TOKENS, stream=True,
+                model="auto", messages=messages, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, stream=True,
                 stream_options={"include_usage": True},
             )
             async for _chunk in raw_stream.parse():
@@ -49,7 +52,7 @@ async def _one_openai(client: object, item: WorkItem) -> Outcome:
             status, headers = raw_stream.status_code, raw_stream.headers
         else:
             raw = await client.chat.completions.with_raw_response.create(
-                model="auto", messages=messages, max_tokens=MAX_TOKENS
+                model="auto", messages=messages, max_tokens=MAX_TOKENS, temperature=TEMPERATURE
             )
             completion = raw.parse()
             status, headers = raw.status_code, raw.headers
@@ -78,7 +81,7 @@ async def _one_aiohttp(session: object, base_url: str, item: WorkItem) -> Outcom
 
     assert isinstance(session, aiohttp.ClientSession)
     body: dict[str, object] = {"model": "auto", "messages": [{"role": "user", "content": item.text}],
-                               "max_tokens": MAX_TOKENS, "stream": item.stream}
+                               "max_tokens": MAX_TOKENS, "temperature": TEMPERATURE, "stream": item.stream}
     if item.stream:
         body["stream_options"] = {"include_usage": True}
     started = time.perf_counter()

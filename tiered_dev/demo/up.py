@@ -7,7 +7,8 @@ Steps of `up` (each reuses what already runs, so a re-run is safe and fast):
  3. the CLOUD STAND-IN (a local OpenAI-compatible test server playing the provider), keyed with that Secret;
  4. Prometheus on 127.0.0.1, scraping the router, the SLM server and the stand-in every second;
  5. the operator, as a local process with its own ServiceAccount identity and the Prometheus URL;
- 6. the tiny Q4_K_M model, then the tiers and the RoutingPolicy (cloud baseURL = the stand-in's address);
+ 6. the local tier's model (SmolLM2-135M-Instruct from its PyPI package, by sha256) on the demo's model volume,
+    then the tiers and the RoutingPolicy (cloud baseURL = the stand-in's address);
  7. wait for the router ConfigMap and the Deployment the operator writes, and start the SLM server and the
     router as local processes configured from them (upstream addresses rewritten to local ports, reported);
  8. the mixed workload through the `openai` SDK, then the summary from Prometheus, the stand-in and the
@@ -25,7 +26,6 @@ import math
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiered_dev import devcluster
+from tiered_dev import devcluster, models
 from tiered_dev.demo import chart, dataplane, manifests, processes, prom, report, workload
 from tiered_dev.demo.driver import client_name, run_workload
 from tiered_dev.devcluster import Cluster
@@ -257,21 +257,18 @@ def start_operator(cluster: Cluster, paths: Paths, registry: processes.Registry,
     return result
 
 
-def make_model(paths: Paths, source: str, quant: str, progress: Progress) -> Path:
-    """The tiny random-weight GGUF at the path its pvc:// source names under the demo's PVC root."""
-    if not source.startswith("pvc://"):
-        raise RuntimeError(f"the demo's local tier must use a pvc:// model source, got {source}")
-    path = paths.pvc_root / source.removeprefix("pvc://")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [*local_command(["tiered-slm"]), "make-test-model", str(path), "--quant", quant]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}{result.stderr}")
-        progress(f"wrote {path.name}: {path.stat().st_size / 1e6:.2f} MB {quant} (random weights: its text is noise)")
-    else:
-        progress(f"reusing {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return path
+def fill_model(paths: Paths, model: Mapping[str, Any], progress: Progress) -> Path:
+    """The local tier's model file at the path its pvc:// source names under the demo's PVC root, copied from the
+    installed PyPI package whose file has the tier's `model.sha256` (tiered_dev.models)."""
+    source, sha256 = str(model.get("source", "")), model.get("sha256")
+    if not source.startswith("pvc://") or not sha256:
+        raise RuntimeError(f"the demo's local tier needs a pvc:// model source and model.sha256, got {dict(model)}")
+    filled = models.fill_model_volume(paths.pvc_root, source, str(sha256))
+    size = filled.path.stat().st_size / 1e6
+    verb = "copied" if filled.copied else "reusing"
+    progress(f"{verb} {filled.path} ({size:.1f} MB, sha256 {filled.model.sha256[:12]}... verified): "
+             f"{filled.model.description}, from PyPI {filled.model.requirement}")
+    return filled.path
 
 
 def wait_for_operator_output(
@@ -505,10 +502,10 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     op = start_operator(cluster, paths, registry, prometheus_url)
     step.done(f"{'started' if op.started else 'reused'} (pid {op.pid}); log: {paths.log('operator')}")
 
-    step(f"model and tiers: tiny Q4_K_M GGUF, InferenceTiers {local_tier} + {cloud_tier}, "
-         f"RoutingPolicy {manifests.POLICY} ...")
     model = local_obj["spec"]["local"]["model"]
-    make_model(paths, model["source"], model.get("quantization") or "Q4_K_M", step.info)
+    step(f"model and tiers: {model['source']} on the model volume, InferenceTiers {local_tier} + {cloud_tier}, "
+         f"RoutingPolicy {manifests.POLICY} ...")
+    fill_model(paths, model, step.info)
     rest = [o for o in objects if o["kind"] not in ("Namespace", "Secret")]
     _apply(cluster, manifests.with_standin(rest, standin_url, ports["cloud-standin"]))
     step.info(f"applied manifests/demo/ with {cloud_tier}.spec.cloud.baseURL = {standin_url} (the stand-in)")
@@ -586,8 +583,9 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     out(table)
     out("")
     out(report.format_summary(summary, local_tier, cloud_tier))
-    out("Note: the local tier's model is a tiny random-weight Llama (Q4_K_M), so its text is noise; the cloud tier "
-        "is the CLOUD STAND-IN, not a real provider. Every figure above is measured from the running processes.")
+    out("Note: the local tier serves SmolLM2-135M-Instruct (Q4_1, 135M parameters: short, simple answers); the "
+        "cloud tier is the CLOUD STAND-IN, not a real provider. Every figure above is measured from the running "
+        "processes.")
     out(f"Chart: {png}")
     out(f"Summary JSON: {paths.summary}; logs: {paths.logs}/")
     out(f"Try it: curl -s {router_url}/v1/chat/completions -H 'content-type: application/json' "
