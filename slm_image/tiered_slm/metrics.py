@@ -60,6 +60,9 @@ class SlmMetrics:
                                      buckets=RATE_BUCKETS, registry=r)
         self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Prompt tokens processed", registry=r)
         self.completion_tokens = Counter(f"{PREFIX}_completion_tokens", "Tokens generated", registry=r)
+        self.structured = Counter(f"{PREFIX}_structured_outputs", "Answers under a JSON response_format by result "
+                                  "(valid: returned; incomplete: cut off by the token limit; invalid: failed "
+                                  "validation; neither is returned)", ["result"], registry=r)
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Requests admitted and waiting for the model",
                                  registry=r)
         self.in_flight = Gauge(f"{PREFIX}_in_flight_requests", "Requests generating now", registry=r)

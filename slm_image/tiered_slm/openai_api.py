@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tiered_slm.engine import Finished, SamplingParams
 
@@ -59,6 +59,18 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = 1
     ignore_eos: bool = False
+    response_format: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _grammar_needs_an_end(self) -> Self:
+        if self.ignore_eos and self.structured():
+            raise ValueError("ignore_eos cannot be combined with a JSON response_format: the answer ends where the "
+                             "JSON ends")
+        return self
+
+    def structured(self) -> bool:
+        """True when the answer must be JSON (``response_format`` json_object or json_schema)."""
+        return self.response_format is not None and self.response_format.get("type") != "text"
 
     @field_validator("n")
     @classmethod
@@ -143,6 +155,18 @@ class ChatRequest(_Common):
     max_tokens: int | None = Field(None, ge=0)
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
+    tool_choice: Any = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None, info: Any) -> list[Any] | None:
+        # A tool list the model will never call would silently turn a tool call into plain text.
+        if value and info.data.get("tool_choice") != "none":
+            raise ValueError(f"{info.field_name} are not supported: this model server cannot emit tool calls (send "
+                             "the request to a tier that supports tools, or set tool_choice to \"none\")")
+        return value
 
     @field_validator("logprobs")
     @classmethod

@@ -40,6 +40,7 @@ from tiered_slm.openai_api import (
     sse,
     usage_chunk,
 )
+from tiered_slm.structured import FormatCache, OutputFormat, OutputInvalid, SchemaInvalid, SchemaNotSupported
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class SlmServer:
         self.metrics.in_flight.set_function(lambda: self.admission.running)
         self.metrics.ready.set_function(lambda: 1.0 if self.is_ready() else 0.0)
         self.http: Server | None = None
+        self.formats = FormatCache()
         self._routes = self.routes()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -210,9 +212,11 @@ class SlmServer:
             if engine.bos_token is None:
                 raise ApiError(400, "prompt is empty", param="prompt")
             tokens = [engine.bos_token]  # as llama-cpp-python does: generate from the start of a sequence
+        output = self._output_format(engine, body)
         budget = self._budget(len(tokens), body.max_tokens, engine.n_ctx)
-        job = GenerationJob(tokens, sampling_params(body, budget))
-        return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=False)
+        job = GenerationJob(tokens, sampling_params(body, budget), grammar=output.grammar if output else None)
+        return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=False,
+                                   output=output)
 
     async def chat_completions(self, request: Request) -> StreamResponse:
         arrival = time.perf_counter()
@@ -226,9 +230,26 @@ class SlmServer:
             raise
         except Exception as error:  # jinja raises for templates that reject the conversation
             raise ApiError(400, f"chat template rejected the messages: {error}", param="messages") from None
+        output = self._output_format(engine, body)
         budget = self._budget(len(tokens), body.requested_max_tokens(), engine.n_ctx)
-        job = GenerationJob(tokens, sampling_params(body, budget, template_stops))
-        return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=True)
+        job = GenerationJob(tokens, sampling_params(body, budget, template_stops),
+                            grammar=output.grammar if output else None)
+        return await self._respond(request, engine, job, body.stream, body.include_usage(), arrival, chat=True,
+                                   output=output)
+
+    def _output_format(self, engine: Engine, body: ChatRequest | CompletionRequest) -> OutputFormat | None:
+        """The compiled ``response_format`` (None for free text); a 400 naming what cannot be enforced."""
+        if body.response_format is None:
+            return None
+        try:
+            output = self.formats.get(body.response_format, engine.grammar_error)
+        except SchemaNotSupported as error:
+            self.metrics.rejections.labels(reason="response_format").inc()
+            raise ApiError(400, str(error), param="response_format", code="unsupported_schema_keyword") from None
+        except SchemaInvalid as error:
+            self.metrics.rejections.labels(reason="response_format").inc()
+            raise ApiError(400, str(error), param="response_format", code="invalid_response_format") from None
+        return output
 
     def _budget(self, prompt_tokens: int, requested: int | None, n_ctx: int) -> int:
         try:
@@ -238,10 +259,11 @@ class SlmServer:
             raise
 
     async def _respond(self, request: Request, engine: Engine, job: GenerationJob, stream: bool,
-                       include_usage: bool, arrival: float, *, chat: bool) -> StreamResponse:
+                       include_usage: bool, arrival: float, *, chat: bool,
+                       output: OutputFormat | None = None) -> StreamResponse:
         try:
             async with self.admission.slot():
-                return await self._run(request, engine, job, stream, include_usage, arrival, chat)
+                return await self._run(request, engine, job, stream, include_usage, arrival, chat, output)
         except QueueFull as full:
             self.metrics.rejections.labels(reason="queue_full").inc()
             raise ApiError(429, f"{full}; retry after {full.retry_after}s", error_type="rate_limit_error",
@@ -252,17 +274,22 @@ class SlmServer:
                            headers={"Retry-After": "1"}) from None
 
     async def _run(self, request: Request, engine: Engine, job: GenerationJob, stream: bool,
-                   include_usage: bool, arrival: float, chat: bool) -> StreamResponse:
-        """Run ``job`` on the worker thread (the caller holds the slot) and relay its events."""
+                   include_usage: bool, arrival: float, chat: bool,
+                   output: OutputFormat | None = None) -> StreamResponse:
+        """Run ``job`` on the worker thread (the caller holds the slot) and relay its events.
+
+        A structured answer (``output``) is never streamed as it is generated: it is validated first, and only a
+        valid answer is sent (as one response, or replayed as a stream), so a client never receives JSON that does
+        not parse or match its schema."""
         self.metrics.queue_wait.observe(time.perf_counter() - arrival)
         loop = asyncio.get_running_loop()
         # A stream's response is prepared here, but its first bytes go out only once the worker has started:
         # sent before, the loop would hold the GIL the worker needs to begin (traced: hand-off 0.9 -> 0.3 ms);
         # from then on they go out while the worker is inside llama.cpp's prompt evaluation.
-        opened = await self._open_stream(request, engine, job, chat) if stream else None
+        opened = await self._open_stream(request, engine, job, chat) if stream and output is None else None
         # A non-streamed response only needs the end: its text never wakes the loop (a 0.2 s timer still
         # notices a client that went away).
-        channel = TokenChannel(loop, self.stream_interval_s) if stream else \
+        channel = TokenChannel(loop, self.stream_interval_s) if opened is not None else \
             TokenChannel(loop, COLLECT_POLL_S, text_wakes=False)
         started = asyncio.Event()
 
@@ -277,6 +304,9 @@ class SlmServer:
                 await started.wait()
                 await opened.send_start()
                 return await self._stream(opened, channel, include_usage, arrival)
+            if output is not None:
+                return await self._structured(request, engine, job, channel, arrival, chat, output, stream,
+                                              include_usage)
             return await self._collect(request, engine, job, channel, arrival, chat)
         except BaseException:
             job.cancel.set()
@@ -295,8 +325,9 @@ class SlmServer:
         if rate is not None:
             self.metrics.decode_rate.observe(rate)
 
-    async def _collect(self, request: Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
-                       arrival: float, chat: bool) -> Response:
+    async def _gather(self, request: Request, job: GenerationJob, channel: TokenChannel,
+                      arrival: float) -> tuple[list[str], Finished]:
+        """Every text piece of the job and its end (a 500 when generation failed)."""
         pieces: list[str] = []
         while True:
             for event in await channel.get_batch():
@@ -306,12 +337,51 @@ class SlmServer:
                 self._record(event, arrival)
                 if event.error is not None:
                     raise ApiError(500, f"generation failed: {event.error}", error_type="server_error")
-                ids = ResponseIds("chatcmpl" if chat else "cmpl")
-                text = "".join(pieces)
-                payload = (chat_body if chat else completion_body)(ids, engine.model_id, text, event)
-                return json_response(payload)
+                return pieces, event
             if request.transport is None or request.transport.is_closing():
                 job.cancel.set()
+
+    async def _collect(self, request: Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
+                       arrival: float, chat: bool) -> Response:
+        pieces, done = await self._gather(request, job, channel, arrival)
+        ids = ResponseIds("chatcmpl" if chat else "cmpl")
+        payload = (chat_body if chat else completion_body)(ids, engine.model_id, "".join(pieces), done)
+        return json_response(payload)
+
+    async def _structured(self, request: Request, engine: Engine, job: GenerationJob, channel: TokenChannel,
+                          arrival: float, chat: bool, output: OutputFormat, stream: bool,
+                          include_usage: bool) -> Response:
+        """Generate under the grammar, validate, then answer: the JSON, or an error that says why there is none."""
+        pieces, done = await self._gather(request, job, channel, arrival)
+        text = "".join(pieces)
+        if done.finish_reason != "stop":
+            self.metrics.structured.labels(result="incomplete").inc()
+            limit = job.params.max_tokens
+            raise ApiError(400, f"the {output.kind} answer was cut off after {done.completion_tokens} tokens "
+                                f"(the limit was {limit}: max_tokens, or what the context window left) before its "
+                                "JSON was complete; the partial text is not returned. Raise max_tokens.",
+                           param="max_tokens", code="response_format_incomplete")
+        try:
+            output.validate(text)
+        except OutputInvalid as error:
+            self.metrics.structured.labels(result="invalid").inc()
+            raise ApiError(500, f"the {output.kind} answer failed validation and is not returned: {error}",
+                           error_type="server_error", code="response_format_invalid") from None
+        self.metrics.structured.labels(result="valid").inc()
+        ids = ResponseIds("chatcmpl" if chat else "cmpl")
+        model = engine.model_id
+        if not stream:
+            return json_response((chat_body if chat else completion_body)(ids, model, text, done))
+        deltas = DeltaEncoder(ids, model, chat=chat)
+        events = [sse(chat_chunk(ids, model, {"role": "assistant", "content": ""}, None))] if chat else []
+        events += [deltas.encode(piece) for piece in pieces]
+        reason = public_finish_reason(done)
+        events.append(sse(chat_chunk(ids, model, {}, reason) if chat else completion_chunk(ids, model, "", reason)))
+        if include_usage:
+            events.append(sse(usage_chunk(ids, model, "chat.completion.chunk" if chat else "text_completion", done)))
+        events.append(sse("[DONE]"))
+        return Response(body=b"".join(events), headers={"Content-Type": "text/event-stream",
+                                                         "Cache-Control": "no-cache"})
 
     async def _open_stream(self, request: Request, engine: Engine, job: GenerationJob,
                            chat: bool) -> SseStream:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -30,6 +31,13 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 @pytest.fixture(scope="session")
 def q4_engine(tiny_models: TinyModels) -> tuple[Engine, ModelReport]:
     return load(tiny_models.q4_k_m)
+
+
+@pytest.fixture(scope="session")
+def real_engine(real_model: Path) -> tuple[Engine, ModelReport]:
+    """SmolLM2-135M-Instruct loaded once per session (2,048-token context, the demo's; both cores: the suite runs
+    one test at a time)."""
+    return load(real_model, n_ctx=2048, threads=2)
 
 
 @pytest.fixture

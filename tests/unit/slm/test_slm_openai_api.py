@@ -59,6 +59,31 @@ def test_unsupported_or_invalid_parameters_are_named(fields: dict[str, object], 
     assert caught.value.status == 400 and caught.value.param == param
 
 
+TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("fields", [{"tools": [TOOL]}, {"tools": [TOOL], "tool_choice": "auto"},
+                                    {"functions": [TOOL["function"]]}])
+def test_tools_are_refused_because_this_server_cannot_call_them(fields: dict[str, object]) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_request(ChatRequest, body(messages=[{"role": "user", "content": "hi"}], **fields))
+    assert caught.value.status == 400 and "cannot emit tool calls" in caught.value.message
+    assert caught.value.param in ("tools", "functions")
+
+
+def test_tools_with_tool_choice_none_and_an_empty_tool_list_are_plain_chat() -> None:
+    for fields in ({"tools": [TOOL], "tool_choice": "none"}, {"tools": []}):
+        request = parse_request(ChatRequest, body(messages=[{"role": "user", "content": "hi"}], **fields))
+        assert not request.structured()
+
+
+def test_a_json_response_format_cannot_ignore_the_end_of_sequence() -> None:
+    with pytest.raises(ApiError, match="ignore_eos cannot be combined"):
+        parse_request(CompletionRequest, body(prompt="x", ignore_eos=True, response_format={"type": "json_object"}))
+    request = parse_request(CompletionRequest, body(prompt="x", ignore_eos=True, response_format={"type": "text"}))
+    assert not request.structured()
+
+
 def test_malformed_json_is_a_400() -> None:
     with pytest.raises(ApiError) as caught:
         parse_request(CompletionRequest, b"{not json")
