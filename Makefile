@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv controlplane dev-up dev-down demo demo-down kind-up kind-down crds lint test test-unit test-integration clean
+.PHONY: venv controlplane realnode-deps realnode dev-up dev-up-real dev-down demo demo-lite demo-down kind-up kind-down crds \
+	lint test test-unit test-integration clean
 
 venv: $(STAMP)
 
@@ -29,15 +30,37 @@ $(STAMP): pyproject.toml
 controlplane: venv
 	$(VENV)/bin/tiered dev build
 
+## A real node's host programs (Debian): containerd, runc, iptables/ipset/nftables, conntrack, iproute2.
+REALNODE_DEBS := containerd runc iptables ipset nftables conntrack iproute2
+realnode-deps:
+	@missing=$$(for p in $(REALNODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install $$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## Build (once, cached under ~/.cache/tiered/node) kubelet, kube-proxy, the CNI plugins, CoreDNS, kube-router, crictl.
+realnode: controlplane realnode-deps
+	$(VENV)/bin/tiered dev build --node real
+
 dev-up: controlplane
 	$(VENV)/bin/tiered dev up
+
+## The control plane plus a real node (one per machine; see docs/realnode.md).
+dev-up-real: realnode
+	$(VENV)/bin/tiered dev up --node real
 
 dev-down: venv
 	$(VENV)/bin/tiered dev down
 
-## README command 1: the whole system on this machine (see docs/demo.md).
-demo: controlplane
+## README command 1: the whole system on this machine, its data plane as real pods (see docs/demo.md).
+demo: realnode
 	$(PY) -m tiered_dev.demo up
+
+## The same demo with the router and SLM server as host processes (machines without a real node).
+demo-lite: controlplane
+	$(PY) -m tiered_dev.demo up --lite
 
 demo-down: venv
 	$(PY) -m tiered_dev.demo down

@@ -17,13 +17,21 @@ def default_state_dir() -> Path:
 
 
 def _dev_up(args: argparse.Namespace) -> int:
+    from tiered_dev.devcluster.node import RealNodeError
+
     started = time.monotonic()
     try:
-        cluster = devcluster.up(Path(args.state_dir))
-    except devcluster.ComponentFailed as exc:
+        cluster = devcluster.up(Path(args.state_dir), node_mode=args.node)
+    except (devcluster.ComponentFailed, RealNodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"control plane up in {time.monotonic() - started:.1f}s: {cluster.server}")
+    if cluster.real_node:
+        from tiered_dev.devcluster import node
+
+        print(f"  real node:           {node.REAL_NODE} at {node.NODE_IP} (pods {node.POD_CIDR}, "
+              f"services {node.SERVICE_CIDR}, DNS {node.CLUSTER_DNS}); KWOK node tainted "
+              f"{node.KWOK_TAINT['key']}={node.KWOK_TAINT['value']}:{node.KWOK_TAINT['effect']}")
     print(f"  admin kubeconfig:    {cluster.kubeconfig}")
     if cluster.operator_kubeconfig.exists():
         print(f"  operator kubeconfig: {cluster.operator_kubeconfig}")
@@ -32,14 +40,22 @@ def _dev_up(args: argparse.Namespace) -> int:
 
 
 def _dev_build(args: argparse.Namespace) -> int:
-    from tiered_dev.devcluster.build import ensure_binaries
+    from tiered_dev.devcluster.build import ensure_binaries, ensure_node_binaries
 
     print(ensure_binaries())
+    if args.node == "real":
+        print(ensure_node_binaries())
     return 0
 
 
 def _dev_down(args: argparse.Namespace) -> int:
-    stopped = devcluster.down(Path(args.state_dir))
+    from tiered_dev.devcluster.node import RealNodeError
+
+    try:
+        stopped = devcluster.down(Path(args.state_dir), progress=print)
+    except RealNodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"stopped {len(stopped)} process(es)" + (f": {' '.join(map(str, stopped))}" if stopped else ""))
     return 0
 
@@ -59,9 +75,13 @@ def add_dev_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     for name, func, help_text in (
         ("build", _dev_build, "build (once) and cache the control-plane binaries; print their directory"),
         ("up", _dev_up, "build (once) and start the control plane; reuses what already runs"),
-        ("down", _dev_down, "stop this control plane's processes"),
+        ("down", _dev_down, "stop this control plane's processes (and its real node, undoing its host changes)"),
         ("status", _dev_status, "which components run"),
     ):
         cmd = dev_sub.add_parser(name, help=help_text)
         cmd.add_argument("--state-dir", default=str(default_state_dir()), help="where PKI, data and logs live")
+        if name in ("build", "up"):
+            cmd.add_argument("--node", choices=("kwok", "real"), default=None,
+                             help="real: also a real node (containerd, kubelet, kube-proxy, CoreDNS, kube-router; "
+                                  "one per machine) beside the KWOK node; default: what the state directory runs")
         cmd.set_defaults(func=func)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import psutil
@@ -34,9 +35,15 @@ def alive(pid: int) -> bool:
     return False
 
 
+def names(marker: Path, command_line: str) -> bool:
+    """`marker` (a directory) occurs in `command_line` as a whole path: `/x/.dev` names `/x/.dev/etcd` and
+    `/x/.dev`, not `/x/.dev-demo/etcd`."""
+    return re.search(re.escape(str(marker)) + r"(?=/|\s|$)", command_line) is not None
+
+
 def is_ours(pid: int, marker: Path) -> bool:
     """Alive, and `marker` (a state directory) is in its command line."""
-    return pid > 0 and alive(pid) and str(marker) in cmdline(pid)
+    return pid > 0 and alive(pid) and names(marker, cmdline(pid))
 
 
 def find_ours(marker: Path) -> list[int]:
@@ -48,7 +55,7 @@ def find_ours(marker: Path) -> list[int]:
         if (
             info["pid"] != me
             and info["status"] != psutil.STATUS_ZOMBIE
-            and str(marker) in " ".join(info["cmdline"] or ())
+            and names(marker, " ".join(info["cmdline"] or ()))
         ):
             found.append(int(info["pid"]))
     return sorted(found)

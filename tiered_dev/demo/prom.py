@@ -40,6 +40,41 @@ def scrape_config(namespace: str, targets: Mapping[str, str], interval: str = "1
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def pod_scrape_config(namespaces: list[str], kubeconfig: str, static: Mapping[str, str],
+                      interval: str = "1s") -> str:
+    """prometheus.yml for pods on a cluster: what manifests/monitoring/podmonitor.yaml asks of prometheus-operator,
+    written out (Kubernetes pod discovery through `kubeconfig`): the router's `http` port and the model server's
+    `slm` port of every tiered pod in `namespaces`, labelled with the pod's namespace and name; plus static jobs
+    (job name → `host:port`) for what runs outside the cluster (the cloud stand-in)."""
+    relabel_common = [
+        {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_part_of"], "regex": "tiered",
+         "action": "keep"},
+        {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
+    jobs: list[dict[str, Any]] = [
+        {
+            "job_name": job,
+            "metrics_path": "/metrics",
+            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig,
+                                       "namespaces": {"names": list(namespaces)}}],
+            "relabel_configs": [
+                *relabel_common,
+                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port_name,
+                 "action": "keep"},
+            ],
+        }
+        for job, port_name in ((ROUTER_JOB, "http"), (SLM_JOB, "slm"))
+    ]
+    jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in static.items()]
+    doc = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "scrape_configs": jobs,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus") or (
         "/usr/bin/prometheus" if shutil.which("/usr/bin/prometheus") else None
@@ -112,19 +147,26 @@ class Prometheus:
             for r in data.get("result", [])
         ]
 
-    def target_health(self) -> dict[str, str]:
-        """job → health of its (single) target."""
+    def targets(self) -> list[dict[str, Any]]:
+        """The active targets as the API lists them (labels, health, lastScrape, ...)."""
         data = self._get("/api/v1/targets", {"state": "active"})
-        return {t["labels"].get("job", "?"): t.get("health", "unknown") for t in data.get("activeTargets", [])}
+        return list(data.get("activeTargets", []))
+
+    def target_health(self) -> dict[str, str]:
+        """job → health of its targets ("up" only when every target of the job is up)."""
+        health: dict[str, str] = {}
+        for t in self.targets():
+            job = t["labels"].get("job", "?")
+            state = t.get("health", "unknown")
+            health[job] = state if health.get(job, "up") == "up" else health[job]
+        return health
 
     def last_scrape_after(self, job: str, ts: float) -> bool:
-        """Whether the job's target has been scraped after unix time `ts` (so counters include all requests)."""
-        data = self._get("/api/v1/targets", {"state": "active"})
-        for t in data.get("activeTargets", []):
-            if t["labels"].get("job") == job:
-                last = str(t.get("lastScrape", ""))
-                return _rfc3339_seconds(last) > ts
-        return False
+        """Whether every target of the job has been scraped after unix time `ts` (so counters include all
+        requests)."""
+        scrapes = [_rfc3339_seconds(str(t.get("lastScrape", ""))) for t in self.targets()
+                   if t["labels"].get("job") == job]
+        return bool(scrapes) and min(scrapes) > ts
 
 
 def _rfc3339_seconds(text: str) -> float:

@@ -23,8 +23,18 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.7.0"
+CNI_PLUGINS_VERSION = "v1.10.0"
+COREDNS_VERSION = "v1.15.0"
+KUBE_ROUTER_VERSION = "v2.1.0"
+CRI_TOOLS_VERSION = "v1.37.0"
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+NODE_COMPONENTS = ("kubelet", "kube-proxy", "bridge", "host-local", "loopback", "portmap", "coredns", "kube-router",
+                   "crictl")
+"""A real node's programs (`tiered dev up --node real`), built from hack/{node,cni,coredns,kube-router,cri-tools}.
+hack/node requires the same k8s.io/kubernetes release as hack/controlplane but is a module of its own, so adding
+the node changed neither the control plane's module graph nor its cache key."""
+NODE_MODULES = ("node", "cni", "coredns", "kube-router", "cri-tools")
 
 
 @dataclass(frozen=True)
@@ -96,14 +106,25 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def cache_key(root: Path) -> str:
+def _modules_digest(root: Path, modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    for mod in ("controlplane", "kwok"):
+    for mod in modules:
         for name in ("go.mod", "go.sum"):
             path = root / "hack" / mod / name
             if path.exists():
                 digest.update(path.read_bytes())
-    return f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+def cache_key(root: Path) -> str:
+    digest = _modules_digest(root, ("controlplane", "kwok"))
+    return f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_{digest}"
+
+
+def node_cache_key(root: Path) -> str:
+    digest = _modules_digest(root, NODE_MODULES)
+    return (f"k8s-{KUBERNETES_VERSION}_cni-{CNI_PLUGINS_VERSION}_coredns-{COREDNS_VERSION}"
+            f"_kube-router-{KUBE_ROUTER_VERSION}_crictl-{CRI_TOOLS_VERSION}_{digest}")
 
 
 def bin_dir(root: Path | None = None) -> Path:
@@ -111,8 +132,47 @@ def bin_dir(root: Path | None = None) -> Path:
     return cache_root() / "controlplane" / cache_key(root) / "bin"
 
 
-def binaries_present(directory: Path) -> bool:
-    return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in COMPONENTS)
+def node_bin_dir(root: Path | None = None) -> Path:
+    root = root or repo_root()
+    return cache_root() / "node" / node_cache_key(root) / "bin"
+
+
+def node_targets(root: Path) -> list[GoTarget]:
+    hack = root / "hack"
+    cni = "github.com/containernetworking/plugins/plugins"
+    return [
+        GoTarget(
+            module_dir=str(hack / "node"),
+            packages={"kubelet": "k8s.io/kubernetes/cmd/kubelet", "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy"},
+            ldflags=_k8s_ldflags(),
+        ),
+        GoTarget(
+            module_dir=str(hack / "cni"),
+            packages={"bridge": f"{cni}/main/bridge", "host-local": f"{cni}/ipam/host-local",
+                      "loopback": f"{cni}/main/loopback", "portmap": f"{cni}/meta/portmap"},
+            ldflags=f"-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion="
+                    f"{CNI_PLUGINS_VERSION}",
+        ),
+        GoTarget(
+            module_dir=str(hack / "coredns"),
+            packages={"coredns": "tiered.dev/hack/coredns"},  # upstream's main with only the plugins we use
+            ldflags=f"-s -w -X github.com/coredns/coredns/coremain.GitCommit={COREDNS_VERSION}",
+        ),
+        GoTarget(
+            module_dir=str(hack / "kube-router"),
+            packages={"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+            ldflags=f"-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={KUBE_ROUTER_VERSION}",
+        ),
+        GoTarget(
+            module_dir=str(hack / "cri-tools"),
+            packages={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+            ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={CRI_TOOLS_VERSION}",
+        ),
+    ]
+
+
+def binaries_present(directory: Path, components: tuple[str, ...] = COMPONENTS) -> bool:
+    return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in components)
 
 
 Progress = Callable[[str], None]
@@ -187,28 +247,38 @@ def _build_target(target: GoTarget, out_dir: Path, progress: Progress, label: st
 def ensure_binaries(progress: Progress = _stderr_progress) -> Path:
     """Return the directory holding every control-plane binary, building what is missing (once)."""
     root = repo_root()
-    out = bin_dir(root)
-    if binaries_present(out):
+    return _ensure(bin_dir(root), COMPONENTS, targets(root), progress)
+
+
+def ensure_node_binaries(progress: Progress = _stderr_progress) -> Path:
+    """Return the directory holding a real node's binaries (kubelet, kube-proxy, CNI plugins, CoreDNS,
+    kube-router), building what is missing (once)."""
+    root = repo_root()
+    return _ensure(node_bin_dir(root), NODE_COMPONENTS, node_targets(root), progress)
+
+
+def _ensure(out: Path, components: tuple[str, ...], build_targets: list[GoTarget], progress: Progress) -> Path:
+    if binaries_present(out, components):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / "build.lock", "w") as lock:
         # Several shells (or test sessions) may ask at once: one builds, the others wait and reuse.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not binaries_present(out):
-                _build_all(root, out, progress)
+            if not binaries_present(out, components):
+                _build_all(build_targets, out, progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return out
 
 
-def _build_all(root: Path, out: Path, progress: Progress) -> None:
+def _build_all(build_targets: list[GoTarget], out: Path, progress: Progress) -> None:
     if shutil.which("go") is None:
         raise RuntimeError("the Go toolchain is needed to build the control plane once (apt install golang or .ci/run)")
     staging = out.parent / "bin.partial"
     staging.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    for target in targets(root):
+    for target in build_targets:
         if all((staging / name).is_file() for name in target.packages):
             continue
         _build_target(target, staging, progress, "+".join(target.packages))
@@ -221,8 +291,9 @@ def _build_all(root: Path, out: Path, progress: Progress) -> None:
 
 
 def main() -> None:
-    path = ensure_binaries()
-    print(path)
+    print(ensure_binaries())
+    if "--node" in sys.argv[1:]:
+        print(ensure_node_binaries())
 
 
 if __name__ == "__main__":

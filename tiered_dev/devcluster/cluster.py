@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from tiered_dev import procs
-from tiered_dev.devcluster import build
+from tiered_dev.devcluster import build, node
 from tiered_dev.devcluster.pki import Pki, ensure_pki
 
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -54,6 +54,8 @@ class Cluster:
     bin_dir: Path
     server: str
     ports: dict[str, int] = field(default_factory=dict)
+    real_node: bool = False
+    """A real node (tiered_dev.devcluster.node) runs beside the KWOK node; the API server listens on its address."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -242,7 +244,9 @@ def _write_cert_kubeconfig(path: Path, server: str, pki: Pki, client: str) -> No
 # --- the components ----------------------------------------------------------------------------------------------
 
 
-def _argv(name: str, bins: Path, state_dir: Path, pki: Pki, ports: dict[str, int]) -> list[str]:
+def _argv(
+    name: str, bins: Path, state_dir: Path, pki: Pki, ports: dict[str, int], real_node: bool = False
+) -> list[str]:
     kubeconfigs = state_dir / "kubeconfigs"
     if name == "etcd":
         client = f"http://127.0.0.1:{ports['etcd']}"
@@ -254,10 +258,23 @@ def _argv(name: str, bins: Path, state_dir: Path, pki: Pki, ports: dict[str, int
             f"--initial-cluster=tiered-dev={peer}", "--unsafe-no-fsync=true", "--log-level=warn",
         ]
     if name == "kube-apiserver":
+        address = node.NODE_IP if real_node else "127.0.0.1"
+        if real_node:
+            # Pods reach the API server at the node address (the `kubernetes` Service's endpoint, kept by the
+            # lease reconciler); it calls kubelets by their InternalIP, never by a name.
+            node_flags = [
+                "--endpoint-reconciler-type=lease", "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.client_cert('apiserver-kubelet-client')}",
+                f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
+            ]
+        else:
+            node_flags = ["--endpoint-reconciler-type=none", "--authorization-mode=RBAC"]
         return [
             str(bins / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={address}", f"--advertise-address={address}",
             f"--secure-port={ports['kube-apiserver']}",
             f"--cert-dir={state_dir / 'pki'}",
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
@@ -265,10 +282,9 @@ def _argv(name: str, bins: Path, state_dir: Path, pki: Pki, ports: dict[str, int
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={node.SERVICE_CIDR}",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
+            *node_flags,
             "--v=1",
         ]
     common = [
@@ -302,12 +318,13 @@ def _argv(name: str, bins: Path, state_dir: Path, pki: Pki, ports: dict[str, int
     raise ValueError(f"unknown component {name!r}")
 
 
-def _health_check(name: str, pki: Pki, ports: dict[str, int]) -> Callable[[], bool]:
+def _health_check(name: str, pki: Pki, ports: dict[str, int], real_node: bool = False) -> Callable[[], bool]:
     if name == "etcd":
         return lambda: _probe(f"http://127.0.0.1:{ports['etcd']}/health", None)
     if name == "kube-apiserver":
         ctx = _https_context(pki, "admin")
-        return lambda: _probe(f"https://127.0.0.1:{ports[name]}/readyz", ctx)
+        address = node.NODE_IP if real_node else "127.0.0.1"
+        return lambda: _probe(f"https://{address}:{ports[name]}/readyz", ctx)
     if name in ("kube-controller-manager", "kube-scheduler"):
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
@@ -356,7 +373,8 @@ def _ensure_operator_identity(cluster: Cluster, root: Path) -> None:
         return
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-dev", "-k", str(rbac))
     path = cluster.operator_kubeconfig
-    if path.exists() and time.time() - path.stat().st_mtime < TOKEN_SECONDS / 2:
+    fresh = path.exists() and time.time() - path.stat().st_mtime < TOKEN_SECONDS / 2
+    if fresh and f"server: {cluster.server}\n" in path.read_text():
         return
     token = cluster.kubectl(
         "create", "token", OPERATOR_SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, f"--duration={TOKEN_SECONDS}s"
@@ -378,60 +396,105 @@ def _wait_node_ready(cluster: Cluster, timeout: float = 60) -> None:
                           _log_tail(cluster.state_dir / "logs" / "kwok.log"))
 
 
-def up(state_dir: Path, progress: Callable[[str], None] = print) -> Cluster:
-    """Start (or reuse) the control plane whose files live in `state_dir`; return how to reach it."""
+NodeMode = str
+"""`kwok` (the fake node only) or `real` (a real node beside it, tiered_dev.devcluster.node)."""
+
+
+def up(state_dir: Path, progress: Callable[[str], None] = print, node_mode: NodeMode | None = None,
+       images: node.NodeImages | None = None) -> Cluster:
+    """Start (or reuse) the control plane whose files live in `state_dir`; return how to reach it.
+
+    `node_mode`: None keeps what the state directory runs (KWOK only when new); `real` adds a real node (one per
+    machine) and moves the API server to the node address, restarting the components that talk to it."""
     state_dir = state_dir.resolve()
     bins = build.ensure_binaries()
     root = build.repo_root()
     with _locked(state_dir):
         state = _load_state(state_dir)
+        mode = node_mode or str(state.get("node") or "kwok")
+        if mode not in ("kwok", "real"):
+            raise ValueError(f"node mode must be kwok or real, got {mode!r}")
+        if mode == "kwok" and state.get("node") == "real":
+            raise node.RealNodeError(f"{state_dir} runs a real node: `tiered dev down` first to go back to KWOK only")
+        real = mode == "real"
         ports = {k: int(v) for k, v in dict(state.get("ports", {})).items()}  # type: ignore[call-overload]
         for name in (*ORDER, "etcd-peer"):
             ports.setdefault(name, _free_port())
         pids = {k: int(v) for k, v in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
-        pki = ensure_pki(state_dir / "pki")
-        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
-        cluster = Cluster(state_dir=state_dir, bin_dir=bins, server=server, ports=ports)
+        lock_fd: int | None = None
+        if real:
+            missing = node.missing_host_tools()
+            if missing:
+                raise node.RealNodeError(f"the real node needs Debian packages {' '.join(missing)}: "
+                                         "run `make realnode-deps`")
+            lock_fd = node.acquire_lock(state_dir)
+            node.prepare_host(node.NodePaths(state_dir))
+        try:
+            pki = ensure_pki(state_dir / "pki", extra_ips=(node.NODE_IP,) if real else (), node_clients=real)
+            address = node.NODE_IP if real else "127.0.0.1"
+            server = f"https://{address}:{ports['kube-apiserver']}"
+            cluster = Cluster(state_dir=state_dir, bin_dir=bins, server=server, ports=ports, real_node=real)
+            if state.get("node", "kwok") != mode:
+                # The API server moves to the node address: restart it and everything that calls it.
+                for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver"):
+                    pid = pids.pop(name, None)
+                    if pid and procs.is_ours(pid, state_dir):
+                        _stop_pids([pid])
 
-        (state_dir / "kubeconfigs").mkdir(parents=True, exist_ok=True)
-        _write_cert_kubeconfig(cluster.kubeconfig, server, pki, "admin")
-        for name, client in (("kube-controller-manager", "controller-manager"), ("kube-scheduler", "scheduler"),
-                             ("kwok", "kwok")):
-            _write_cert_kubeconfig(state_dir / "kubeconfigs" / name, server, pki, client)
+            (state_dir / "kubeconfigs").mkdir(parents=True, exist_ok=True)
+            _write_cert_kubeconfig(cluster.kubeconfig, server, pki, "admin")
+            for name, client in (("kube-controller-manager", "controller-manager"), ("kube-scheduler", "scheduler"),
+                                 ("kwok", "kwok")):
+                _write_cert_kubeconfig(state_dir / "kubeconfigs" / name, server, pki, client)
 
-        started_any = False
-        for name in ORDER:
-            pid = pids.get(name)
-            check = _health_check(name, pki, ports)
-            if pid and procs.is_ours(pid, state_dir):
-                if name in ("etcd", "kube-apiserver"):
-                    _wait(name, check, pid, state_dir, timeout=60)
-                continue
-            progress(f"starting {name} on 127.0.0.1:{ports[name]}")
-            pid = _start(name, _argv(name, bins, state_dir, pki, ports), state_dir)
-            pids[name] = pid
-            _save_state(state_dir, {"ports": ports, "pids": pids, "bin_dir": str(bins)})
-            _wait(name, check, pid, state_dir, timeout=90)
-            started_any = True
-        _save_state(state_dir, {"ports": ports, "pids": pids, "bin_dir": str(bins)})
+            def save() -> None:
+                _save_state(state_dir, {"ports": ports, "pids": pids, "bin_dir": str(bins), "node": mode})
 
-        cluster.kubectl("apply", "--server-side", "--field-manager=tiered-dev", "-f", "-",
-                        input=_fake_node_manifest())
-        _wait_node_ready(cluster)
-        _install_crds(cluster, root)
-        _ensure_operator_identity(cluster, root)
+            started_any = False
+            for name in ORDER:
+                pid = pids.get(name)
+                check = _health_check(name, pki, ports, real)
+                if pid and procs.is_ours(pid, state_dir):
+                    if name in ("etcd", "kube-apiserver"):
+                        _wait(name, check, pid, state_dir, timeout=60)
+                    continue
+                progress(f"starting {name} on {address if name == 'kube-apiserver' else '127.0.0.1'}:{ports[name]}")
+                pid = _start(name, _argv(name, bins, state_dir, pki, ports, real), state_dir)
+                pids[name] = pid
+                save()
+                _wait(name, check, pid, state_dir, timeout=90)
+                started_any = True
+            save()
+
+            cluster.kubectl("apply", "--server-side", "--field-manager=tiered-dev", "-f", "-",
+                            input=_fake_node_manifest())
+            _wait_node_ready(cluster)
+            _install_crds(cluster, root)
+            _ensure_operator_identity(cluster, root)
+            if real:
+                node.up(state_dir, server, pki, cluster.kubectl, lock_fd, images or node.project_images(), progress)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)  # the node's processes hold their own copies of the lock
         if started_any:
             progress(f"control plane ready at {server}; kubeconfig: {cluster.kubeconfig}")
         return cluster
 
 
-def down(state_dir: Path) -> list[int]:
-    """Stop every process of this control plane (found by state file and by command line); return their pids."""
+def node_mode(state_dir: Path) -> NodeMode:
+    """What the state directory runs (or last ran): `kwok` or `real`."""
+    return str(_load_state(state_dir.resolve()).get("node") or "kwok")
+
+
+def down(state_dir: Path, progress: Callable[[str], None] = lambda _m: None) -> list[int]:
+    """Stop every process of this control plane (found by state file and by command line) and of its real node,
+    and undo what the real node changed on the host; return the pids stopped."""
     state_dir = state_dir.resolve()
     if not state_dir.exists():
         return []
     with _locked(state_dir):
         state = _load_state(state_dir)
+        node_pids = node.down(state_dir, progress)
         recorded = [int(p) for p in dict(state.get("pids", {})).values()]  # type: ignore[call-overload]
         pids = sorted({p for p in recorded if procs.is_ours(p, state_dir)} | set(_our_processes(state_dir)))
         # Stop clients before the store: kwok, scheduler, controller-manager, apiserver, etcd.
@@ -440,16 +503,25 @@ def down(state_dir: Path) -> list[int]:
         ordered += [p for p in pids if p not in ordered]
         for pid in ordered:
             _stop_pids([pid])
+        left = node.restore_host(state_dir, progress)
+        if left:
+            raise node.RealNodeError("the host still differs from before the real node:\n"
+                                     + "\n".join(str(d) for d in left))
         state["pids"] = {}
+        state.pop("node", None)
         _save_state(state_dir, state)
-        return ordered
+        return node_pids + ordered
 
 
 def status(state_dir: Path) -> dict[str, bool]:
-    """Which components of this control plane run now."""
+    """Which components of this control plane (and of its real node, when it has one) run now."""
     state_dir = state_dir.resolve()
-    pids = {k: int(v) for k, v in dict(_load_state(state_dir).get("pids", {})).items()}  # type: ignore[call-overload]
-    return {name: bool(pids.get(name)) and procs.is_ours(pids[name], state_dir) for name in ORDER}
+    state = _load_state(state_dir)
+    pids = {k: int(v) for k, v in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
+    running = {name: bool(pids.get(name)) and procs.is_ours(pids[name], state_dir) for name in ORDER}
+    if state.get("node") == "real":
+        running.update(node.status(state_dir))
+    return running
 
 
 def stop_component(state_dir: Path, name: str, sig: int = signal.SIGKILL) -> None:
@@ -485,11 +557,12 @@ def start_component(state_dir: Path, name: str, timeout: float = 90) -> bool:
         pki = ensure_pki(state_dir / "pki")
         deadline = time.monotonic() + timeout
         while True:
-            pid = _start(name, _argv(name, bins, state_dir, pki, ports), state_dir)
+            real = state.get("node") == "real"
+            pid = _start(name, _argv(name, bins, state_dir, pki, ports, real), state_dir)
             pids[name] = pid
             _save_state(state_dir, {**state, "pids": pids})
             try:
-                _wait(name, _health_check(name, pki, ports), pid, state_dir,
+                _wait(name, _health_check(name, pki, ports, real), pid, state_dir,
                       timeout=max(5.0, deadline - time.monotonic()))  # fmt: skip
                 return True
             except ComponentFailed as exc:

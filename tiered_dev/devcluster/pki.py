@@ -21,6 +21,18 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("tiered-kwok", "system:masters"),
 }
+REAL_NODE_NAME = "real-node-0"
+# A real node's identities (created when a real node is added): the Node authorizer knows system:node:<name>,
+# the built-in system:node-proxier binding knows system:kube-proxy, kube-router gets the ClusterRole the real-node
+# code applies, and the API server uses the last one to call the kubelet (logs, exec, port-forward).
+NODE_CLIENTS: dict[str, tuple[str, str | None]] = {
+    "kubelet": (f"system:node:{REAL_NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", None),
+    "kube-router": ("tiered-kube-router", None),
+    "apiserver-kubelet-client": ("tiered-apiserver-kubelet-client", "system:masters"),
+}
+SERVING_IPS = ("127.0.0.1", "10.0.0.1")
+"""Addresses the API server's certificate always names: loopback and the `kubernetes` Service's ClusterIP."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +100,70 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
-def ensure_pki(directory: Path) -> Pki:
-    """Create the PKI under `directory` unless it already exists (a restart keeps clients' kubeconfigs valid)."""
+def _load_ca(pki: Pki) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+
+
+def _serving_ips(pki: Pki) -> set[str]:
+    cert = x509.load_pem_x509_certificate(pki.serving_cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+
+
+def _write_serving(pki: Pki, ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, ips: list[str]) -> None:
+    serving_key = _key()
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
+    ]
+    serving = (
+        _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), ca_name,
+                 serving_key.public_key())
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki.serving_key, serving_key)
+    _write_cert(pki.serving_cert, serving)
+
+
+def _write_client(pki: Pki, name: str, common_name: str, group: str | None, ca_key: ec.EllipticCurvePrivateKey,
+                  ca_name: x509.Name) -> None:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if group:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, group))
+    client_key = _key()
+    cert = (
+        _builder(x509.Name(attrs), ca_name, client_key.public_key())
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki.client_key(name), client_key)
+    _write_cert(pki.client_cert(name), cert)
+
+
+def ensure_pki(directory: Path, extra_ips: tuple[str, ...] = (), node_clients: bool = False) -> Pki:
+    """Create the PKI under `directory` unless it already exists (a restart keeps clients' kubeconfigs valid).
+
+    `extra_ips`: more addresses the serving certificate must name (a real node's API address); the certificate
+    is reissued, from the same CA, only when one is missing. `node_clients`: also the real node's identities.
+    """
     pki = Pki(directory)
     if all(p.exists() for p in (pki.ca_cert, pki.serving_cert, pki.sa_key, pki.client_cert("admin"))):
+        ca_key, ca_cert = _load_ca(pki)
+        wanted = [*SERVING_IPS, *extra_ips]
+        if not set(wanted) <= _serving_ips(pki):
+            _write_serving(pki, ca_key, ca_cert.subject, sorted(set(wanted) | _serving_ips(pki)))
+        if node_clients:
+            for name, (common_name, group) in NODE_CLIENTS.items():
+                if not pki.client_cert(name).exists():
+                    _write_client(pki, name, common_name, group, ca_key, ca_cert.subject)
         return pki
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -112,38 +184,10 @@ def ensure_pki(directory: Path) -> Pki:
     )
     _write_key(pki.ca_key, ca_key)
     _write_cert(pki.ca_cert, ca_cert)
-
-    serving_key = _key()
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-    ]
-    serving = (
-        _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), ca_name,
-                 serving_key.public_key())
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_key(pki.serving_key, serving_key)
-    _write_cert(pki.serving_cert, serving)
-
-    for name, (common_name, group) in CLIENTS.items():
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        if group:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, group))
-        client_key = _key()
-        cert = (
-            _builder(x509.Name(attrs), ca_name, client_key.public_key())
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_key(pki.client_key(name), client_key)
-        _write_cert(pki.client_cert(name), cert)
+    _write_serving(pki, ca_key, ca_name, [*SERVING_IPS, *extra_ips])
+    clients = {**CLIENTS, **(NODE_CLIENTS if node_clients else {})}
+    for name, (common_name, group) in clients.items():
+        _write_client(pki, name, common_name, group, ca_key, ca_name)
 
     sa_key = _key()
     _write_key(pki.sa_key, sa_key)
