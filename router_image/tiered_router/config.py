@@ -140,6 +140,18 @@ class TierTimeouts(_Model):
     total_ms: int = Field(default=300000, ge=1, description="Whole attempt, including a streamed body.")
 
 
+class TierCapabilities(_Model):
+    """What a tier can serve. A request needing something a tier lacks goes to a tier that has it (within
+    residency), or gets a 400 saying why. The defaults claim everything: a hand-written tier without this block
+    behaves as before; the operator renders each tier's real capabilities."""
+
+    tools: bool = Field(default=True, description="Tool/function calling (`tools`, `functions`).")
+    logprobs: bool = Field(default=True, description="Token log probabilities (`logprobs`).")
+    context_length: int | None = Field(
+        default=None, ge=1, description="Context window in tokens (prompt + completion); None means unknown."
+    )
+
+
 class TierConfig(_Model):
     """One upstream the router may send requests to (compiled from an InferenceTier)."""
 
@@ -161,6 +173,7 @@ class TierConfig(_Model):
         default=False,
         description="True when requests with PII must never reach this tier. Defaults to true for cloud.",
     )
+    capabilities: TierCapabilities = TierCapabilities()
 
     @model_validator(mode="before")
     @classmethod

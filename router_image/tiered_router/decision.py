@@ -1,7 +1,8 @@
 """The routing decision: pure functions from (request, config, classifier) to a chosen tier and a reason.
 
-Order matters and is fixed: PII scan -> residency -> classification -> budget -> choice. Residency and PII
-decide which tiers a request *may* reach; classification and budget only choose among those. Nothing later in the
+Order matters and is fixed: PII scan -> residency -> capability -> classification -> budget -> choice. Residency
+and PII decide which tiers a request *may* reach, capability which of those *can* serve it (tools, logprobs,
+context); classification and budget only choose among those. Nothing later in the
 pipeline (an override, the budget, a fallback after an outage) can add a tier that residency removed: the allowed
 chain computed here is the only list dispatch walks.
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from . import capability
+from .capability import Needs, capable_tiers
 from .config import PiiAction, ResidencyClass, RouterConfig, TierConfig, TierKind, WhenExhausted
 from .pii import Finding, redact, scan
 
@@ -29,6 +32,10 @@ class Reason(StrEnum):
     RESIDENCY_LOCAL_ONLY = "ResidencyLocalOnly"
     REGION_NOT_ALLOWED = "RegionNotAllowed"
     BUDGET_LOCAL_ONLY = "BudgetExhaustedLocalOnly"
+    TOOLS_UNSUPPORTED = capability.TOOLS_UNSUPPORTED
+    LOGPROBS_UNSUPPORTED = capability.LOGPROBS_UNSUPPORTED
+    CONTEXT_TOO_LONG = capability.CONTEXT_TOO_LONG
+    RESPONSE_FORMAT_UNSUPPORTED = capability.RESPONSE_FORMAT_UNSUPPORTED
     # rejections
     PII_REJECTED = "PiiRejected"
     BUDGET_REJECTED = "BudgetExhausted"
@@ -36,6 +43,11 @@ class Reason(StrEnum):
     OVERRIDE_NOT_ALLOWED = "OverrideNotAllowed"
     UNKNOWN_MODEL = "UnknownModel"
     NO_ALLOWED_TIER = "NoAllowedTier"
+    NO_CAPABLE_TIER = "NoCapableTier"
+
+
+CAPABILITY_REASONS = frozenset({Reason.TOOLS_UNSUPPORTED, Reason.LOGPROBS_UNSUPPORTED, Reason.CONTEXT_TOO_LONG,
+                                Reason.RESPONSE_FORMAT_UNSUPPORTED})
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class RoutingRequest:
     pinned_tier: str | None = None  # from the override header
     input_tokens: int = 0
     route_text: str | None = None  # what the route is chosen on (last user turn); None = `text`
+    needs: Needs = field(default_factory=Needs)  # tools, logprobs, completion tokens (capability routing)
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,13 @@ def _resolve_target(config: RouterConfig, req: RoutingRequest) -> tuple[str | No
     return pinned, forced, None
 
 
+def _no_capable_tier(excluded: dict[str, Reason]) -> str:
+    """Why no tier can serve a request: each tier's capability gap or residency/budget exclusion."""
+    why = "; ".join(f"{name} {capability.EXPLANATIONS[r]}" if r in CAPABILITY_REASONS else f"{name}: {r.value}"
+                    for name, r in excluded.items())
+    return f"no tier this request may reach can serve it: {why}"
+
+
 def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) -> Decision:
     """Run the whole pipeline for one request. Pure: same inputs, same decision."""
     pinned, forced, rejection = _resolve_target(config, req)
@@ -218,8 +238,11 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
         pii_cfg.action is PiiAction.REDACT and config.residency.namespace_class is ResidencyClass.UNRESTRICTED
     )
 
-    # 2. Residency
+    # 2. Residency, then capability (within what residency allows)
     allowed, excluded = allowed_tiers(config, pii_present)
+    allowed, gaps = capable_tiers(allowed, req.needs, req.input_tokens)
+    for name, gap in gaps.items():
+        excluded[name] = Reason(gap)
 
     # 3. Classification (always computed, so explain and metrics show what the policy wanted)
     classification: Classification | None = None
@@ -253,6 +276,8 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
         excluded.setdefault(wanted, Reason.BUDGET_LOCAL_ONLY)
 
     names = [t.name for t in chain]
+    if not names and gaps:
+        return _reject(Reason.NO_CAPABLE_TIER, 400, _no_capable_tier(excluded), findings)
     if not names:
         return _reject(
             Reason.NO_ALLOWED_TIER,
@@ -265,6 +290,8 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
     else:
         if pinned is not None:
             why = excluded.get(wanted, Reason.RESIDENCY_FORBIDDEN)
+            if why in CAPABILITY_REASONS:
+                return _reject(why, 400, f"tier {wanted!r} {capability.EXPLANATIONS[why]}", findings)
             return _reject(
                 Reason.RESIDENCY_FORBIDDEN, 403, f"tier {wanted!r} may not serve this request ({why.value})", findings
             )

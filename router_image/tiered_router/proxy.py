@@ -20,6 +20,7 @@ from typing import Any
 from tiered_http import Request, Response, StreamResponse
 
 from .breaker import CircuitState
+from .capability import upstream_gap
 from .config import FallbackTrigger, TierConfig
 from .decision import Decision
 from .errors import error_response
@@ -42,8 +43,9 @@ class AttemptFailure(Exception):
     """Why one upstream attempt failed (trigger decides whether the chain continues)."""
 
     trigger: FallbackTrigger | None  # None: not a fallback trigger (e.g. a protocol error mid-body)
-    kind: str  # metric label: connect|timeout|5xx|protocol|circuit_open
+    kind: str  # metric label: connect|timeout|5xx|protocol|circuit_open|capability
     detail: str
+    response: Response | None = None  # the tier's own answer, relayed when no later tier serves the request
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Dispatcher:
         triggers = config.fallback.on
         failures: list[tuple[str, AttemptFailure]] = []
         previous: str | None = None
+        reason = decision.reason.value
         route = decision.route or "none"
         accept = request.headers.get("Accept", "*/*")
         for tier_name in decision.chain:
@@ -149,13 +152,13 @@ class Dispatcher:
                 continue
             if previous is not None:
                 last = failures[-1][1]
-                trigger = last.trigger.value if last.trigger else "none"
+                trigger = last.trigger.value if last.trigger else last.kind  # "capability": the tier could not serve it
                 self.metrics.fallbacks_by(previous, tier_name, trigger).inc()
             previous = tier_name
             headers_out = {
                 "x-tiered-tier": tier_name,
                 "x-tiered-route": decision.route or "",
-                "x-tiered-reason": decision.reason.value,
+                "x-tiered-reason": reason,
             }
             if failures:
                 headers_out["x-tiered-fallback-from"] = ",".join(n for n, _ in failures)
@@ -168,11 +171,15 @@ class Dispatcher:
                 )
             except AttemptFailure as failure:
                 settled = True
+                failures.append((tier_name, failure))
+                if failure.kind == "capability":  # the tier works; it cannot serve this request: try the next
+                    breaker.probe_in_flight = False
+                    reason = failure.detail
+                    continue
                 breaker.record_failure()
                 series.circuit.set(breaker.state)
                 self.metrics.upstream_errors_by(tier_name, failure.kind).inc()
                 log.warning("tier %s failed (%s): %s", tier_name, failure.kind, failure.detail)
-                failures.append((tier_name, failure))
                 if failure.trigger is None or failure.trigger not in triggers:
                     break
                 continue
@@ -189,6 +196,10 @@ class Dispatcher:
 
     def _exhausted(self, decision: Decision, failures: list[tuple[str, AttemptFailure]], route: str) -> Response:
         tier = failures[-1][0] if failures else (decision.tier or "none")
+        last = failures[-1][1] if failures else None
+        if last is not None and last.response is not None:  # the last tier's own 400: it says why
+            self.metrics.requests_by(tier, route, "upstream_4xx").inc()
+            return last.response
         self.metrics.requests_by(tier, route, "failed").inc()
         kinds = {f.kind for _, f in failures}
         summary = "; ".join(f"{name}: {f.kind} ({f.detail})" for name, f in failures)
@@ -256,6 +267,9 @@ class Dispatcher:
         elapsed = time.perf_counter() - started
         headers = {k: v for k, v in upstream.headers if k.lower() not in _DROP_HEADERS}
         headers.update(headers_out)
+        gap = upstream_gap(upstream.status, raw) if upstream.status == 400 else None
+        if gap is not None:
+            raise AttemptFailure(None, "capability", gap, Response(status=400, body=raw, headers=headers))
         # Accounted (usage read from the body, metrics) right after the answer is written, not before.
         loop.call_soon(self._account_body, state, tier, route, upstream.status, elapsed, raw, input_estimate)
         return Response(status=upstream.status, body=raw, headers=headers)

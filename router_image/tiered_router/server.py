@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tiered_http import HTTPError, Request, Response, Server, StreamResponse, json_response
 
+from .capability import request_needs
 from .config import DEFAULT_POLL_SECONDS, RouterConfig
 from .decision import Decision, RoutingRequest, decide, estimate_tokens
 from .errors import error_response
@@ -189,6 +190,7 @@ class RouterService:
             pinned_tier=request.headers.get(config.override.header),
             input_tokens=input_tokens,
             route_text=classification_text(parsed),
+            needs=request_needs(parsed.body),
         )
         decision, spent = await _decide(state, routing)
         # Counted once the loop is idle (while the upstream works on the request), not before it is sent.
@@ -223,7 +225,9 @@ class RouterService:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "tiered", "tiered": {"kind": "auto"}}
                 for m in [*c.auto_models, c.policy]]  # fmt: skip
         data += [{"id": t.name, "object": "model", "created": 0, "owned_by": "tiered",
-                  "tiered": {"kind": "tier", "backend": t.kind.value, "model": t.model}} for t in c.tiers]  # fmt: skip
+                  "tiered": {"kind": "tier", "backend": t.kind.value, "model": t.model,
+                             "capabilities": t.capabilities.model_dump(mode="json", by_alias=True)}}
+                 for t in c.tiers]  # fmt: skip
         data += [{"id": r.name, "object": "model", "created": 0, "owned_by": "tiered",
                   "tiered": {"kind": "route", "tier": r.tier}} for r in c.routes]  # fmt: skip
         return json_response({"object": "list", "data": data})

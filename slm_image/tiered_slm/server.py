@@ -53,6 +53,9 @@ INLINE_TOKENIZE_CHARS = 8192
 COLLECT_POLL_S = 0.2
 MAX_BODY = 8 << 20  # request bodies over 8 MiB are refused (413)
 DEFAULT_STREAM_INTERVAL_S = 0.02  # --stream-interval-ms 20: see TokenChannel and docs/slm.md
+CAPABILITIES = {"tools": False, "logprobs": False, "responseFormat": ["text", "json_object", "json_schema"]}
+"""What this server serves, reported in /v1/models (the operator renders the same for the router's capability
+routing: docs/router.md)."""
 
 
 async def off_loop_if_long(function: Callable[[_Arg], _Result], argument: _Arg, size: int | None = None) -> _Result:
@@ -174,7 +177,8 @@ class SlmServer:
         data = []
         if self.report is not None:
             data.append({"id": self.report.model_id, "object": "model", "created": 0, "owned_by": "tiered",
-                         "tiered": self.report.as_dict()})
+                         "tiered": {**self.report.as_dict(), "capabilities": CAPABILITIES | {
+                             "contextLength": self.report.n_ctx}}})
         return json_response({"object": "list", "data": data})
 
     async def metrics_endpoint(self, _request: Request) -> Response:

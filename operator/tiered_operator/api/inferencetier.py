@@ -315,6 +315,21 @@ class Egress(ApiModel):
     )
 
 
+class CloudCapabilities(ApiModel):
+    """What the provider's model can serve. The router sends a request that uses something a tier lacks (tools,
+    logprobs, a longer context) to another tier the request may reach, or answers 400 saying why."""
+
+    context_length: int | None = Field(
+        default=None,
+        ge=128,
+        le=10_000_000,
+        description="Context window in tokens (prompt + completion); longer requests skip this tier. Unlimited "
+        "when absent.",
+    )
+    tools: bool = Field(default=True, description="Whether the model calls tools (requests with `tools`).")
+    logprobs: bool = Field(default=True, description="Whether the model returns token log probabilities.")
+
+
 class CloudBackend(ApiModel):
     """A tier served by a hosted LLM API; no pods, only egress permission and validation."""
 
@@ -345,6 +360,11 @@ class CloudBackend(ApiModel):
     )
     egress: Egress | None = Field(
         default=None, description="Network destinations this tier needs; nothing else leaves the cluster."
+    )
+    capabilities: CloudCapabilities | None = Field(
+        default=None,
+        description="What the model can serve (context window, tools, logprobs); everything, with no context "
+        "limit, when absent. Local tiers report theirs from the runtime and model.contextLength.",
     )
 
     cel_rules = (

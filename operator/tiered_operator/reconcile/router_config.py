@@ -85,6 +85,22 @@ def _pricing(tier: InferenceTier) -> dict[str, float]:
     }
 
 
+def tier_capabilities(tier: InferenceTier) -> dict[str, Any]:
+    """What a tier can serve, for the router's capability routing. Local tiers: what the runtime implements (the
+    project's llama.cpp server refuses tools and logprobs; vLLM as the operator starts it returns logprobs but has
+    no tool parser enabled) and the context the model is served with. Cloud tiers: `cloud.capabilities`."""
+    local, cloud = tier.spec.local, tier.spec.cloud
+    if local is not None:
+        return {"tools": False, "logprobs": local.runtime == "vllm", "contextLength": local.model.context_length}
+    caps = cloud.capabilities if cloud is not None else None
+    if caps is None:
+        return {"tools": True, "logprobs": True}
+    out: dict[str, Any] = {"tools": caps.tools, "logprobs": caps.logprobs}
+    if caps.context_length is not None:
+        out["contextLength"] = caps.context_length
+    return out
+
+
 def tier_config(tier: InferenceTier, settings: OperatorSettings) -> dict[str, Any]:
     """How a router reaches one tier (the router schema's wire form)."""
     name = tier.metadata.name or ""
@@ -99,6 +115,7 @@ def tier_config(tier: InferenceTier, settings: OperatorSettings) -> dict[str, An
             "apiKeyFile": naming.secret_key_path(name, cloud.api_key_secret_ref.key),
             "pricing": _pricing(tier),
             "piiForbidden": True,
+            "capabilities": tier_capabilities(tier),
         }
         if cloud.region is not None:
             out["region"] = cloud.region
@@ -110,6 +127,7 @@ def tier_config(tier: InferenceTier, settings: OperatorSettings) -> dict[str, An
         "model": name,  # the model server is started with --model-name=<tier>
         "pricing": _pricing(tier),
         "piiForbidden": False,
+        "capabilities": tier_capabilities(tier),
     }
 
 

@@ -35,9 +35,8 @@ def q4_engine(tiny_models: TinyModels) -> tuple[Engine, ModelReport]:
 
 @pytest.fixture(scope="session")
 def real_engine(real_model: Path) -> tuple[Engine, ModelReport]:
-    """SmolLM2-135M-Instruct loaded once per session (2,048-token context, the demo's; both cores: the suite runs
-    one test at a time)."""
-    return load(real_model, n_ctx=2048, threads=2)
+    """SmolLM2-135M-Instruct loaded once per session (2,048-token context, as in the demo)."""
+    return load(real_model, n_ctx=2048)
 
 
 @pytest.fixture

@@ -50,6 +50,9 @@ async def test_chat_and_completion_on_every_quantization(
     assert chat["usage"]["completion_tokens"] == 8
     assert models["data"][0]["id"] == report.model_id
     assert models["data"][0]["tiered"]["quantization"] == quant
+    assert models["data"][0]["tiered"]["capabilities"] == {
+        "tools": False, "logprobs": False, "responseFormat": ["text", "json_object", "json_schema"],
+        "contextLength": report.n_ctx}
 
 
 async def test_greedy_output_is_deterministic_across_requests(

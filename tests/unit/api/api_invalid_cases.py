@@ -160,6 +160,13 @@ CASES: tuple[InvalidCase, ...] = (
         "spec.local.model.source",
     ),
     InvalidCase(
+        "cloud-context-length-too-small",
+        _cloud(s("spec.cloud.capabilities", {"contextLength": 16})),
+        "should be greater than or equal to 128",
+        "greater than or equal to 128",
+        "spec.cloud.capabilities.contextLength",
+    ),
+    InvalidCase(
         "cloud-without-api-key-secret-ref",
         _cloud(d("spec.cloud.apiKeySecretRef")),
         "Required value",

@@ -232,3 +232,29 @@ def test_budget_flip_and_route_edit_change_the_configmap_but_not_the_pod_templat
     datas, deployments = zip(*rendered, strict=True)
     assert len({json.dumps(d, sort_keys=True) for d in datas}) == 3  # three different router configs
     assert all(d == deployments[0] for d in deployments)  # one Deployment
+
+
+def test_each_tier_carries_what_it_can_serve(bodies: Any, settings: OperatorSettings) -> None:
+    """llama.cpp: no tools, no logprobs, its model.contextLength; vLLM: logprobs too; cloud: its capabilities
+    block, everything without one."""
+    tiers = _tiers(bodies)
+    vllm_body = bodies.with_meta(bodies.sample("inferencetier-local-gguf.yaml"))
+    vllm_body["metadata"]["name"] = "vllm"
+    vllm_body["spec"]["local"].update(runtime="vllm", model={"source": "pvc://models/m", "format": "safetensors",
+                                                             "contextLength": 8192})
+    capped = bodies.with_meta(bodies.sample("inferencetier-cloud.yaml"))
+    capped["metadata"]["name"] = "capped"
+    capped["spec"]["cloud"]["capabilities"] = {"contextLength": 16000, "tools": False}
+    tiers.update(vllm=InferenceTier.from_k8s(vllm_body), capped=InferenceTier.from_k8s(capped))
+    policy = bodies.with_meta(bodies.sample("routingpolicy-hybrid.yaml"))
+    policy["spec"]["tiers"] += ["vllm", "capped"]
+    compiled = compile_policy(RoutingPolicy.from_k8s(policy), tiers, NamespacePolicy(), settings)
+    assert compiled.text is not None, compiled.error
+    caps = {t.name: t.capabilities for t in load_config(compiled.text).tiers}
+    local_ctx = tiers["slm-edge"].spec.local.model.context_length  # type: ignore[union-attr]
+    assert (caps["slm-edge"].tools, caps["slm-edge"].logprobs, caps["slm-edge"].context_length) == (
+        False, False, local_ctx)
+    assert (caps["vllm"].tools, caps["vllm"].logprobs, caps["vllm"].context_length) == (False, True, 8192)
+    assert (caps["gpt-cloud"].tools, caps["gpt-cloud"].logprobs, caps["gpt-cloud"].context_length) == (
+        True, True, None)
+    assert (caps["capped"].tools, caps["capped"].logprobs, caps["capped"].context_length) == (False, True, 16000)
