@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv controlplane realnode-deps realnode dev-up dev-up-real dev-down demo demo-down kind-up kind-down crds \
+.PHONY: venv controlplane realnode-deps realnode images-deps images dev-up dev-up-real dev-down demo demo-down kind-up kind-down crds \
 	lint test test-unit test-integration clean
 
 venv: $(STAMP)
@@ -43,6 +43,21 @@ realnode-deps:
 ## Build (once, cached under ~/.cache/tiered/node) kubelet, kube-proxy, the CNI plugins, CoreDNS, kube-router, crictl.
 realnode: controlplane realnode-deps
 	$(VENV)/bin/tiered dev build --node real
+
+## What building images without a container engine needs (Debian): buildah, debootstrap, and a static C toolchain
+## for the pause image; umoci and runc run them in the image tests (docs/images.md).
+IMAGES_DEBS := buildah debootstrap umoci runc gcc libc6-dev
+images-deps:
+	@missing=$$(for p in $(IMAGES_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install $$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## Build (or reuse) the container images without a container engine (buildah; see docs/images.md).
+images: venv images-deps
+	$(VENV)/bin/tiered dev images
 
 dev-up: controlplane
 	$(VENV)/bin/tiered dev up

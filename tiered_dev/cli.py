@@ -67,6 +67,20 @@ def _dev_status(args: argparse.Namespace) -> int:
     return 0 if all(running.values()) else 3
 
 
+def _dev_images(args: argparse.Namespace) -> int:
+    from tiered_dev import images
+
+    try:
+        built = images.ensure_images(args.only.split(",") if args.only else None)
+        if args.import_to:
+            images.import_images(built.values(), args.import_to, namespace=args.namespace)
+    except (images.ImageBuildError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(images.describe(built), end="")
+    return 0
+
+
 def add_dev_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `dev build|up|down|status` on the `tiered` parser."""
     dev = sub.add_parser("dev", help="the local control plane (etcd, kube-apiserver, controller-manager, "
@@ -85,3 +99,11 @@ def add_dev_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                              help="real: also a real node (containerd, kubelet, kube-proxy, CoreDNS, kube-router; "
                                   "one per machine) beside the KWOK node; default: what the state directory runs")
         cmd.set_defaults(func=func)
+    images = dev_sub.add_parser(
+        "images", help="build (or reuse) the operator, router, SLM and pause images without a container engine "
+                       "(buildah; cached under ~/.cache/tiered/images); optionally import them into a containerd")
+    images.add_argument("--only", default="", help="comma-separated subset of operator,router,slm,pause")
+    images.add_argument("--import", dest="import_to", default="", metavar="SOCKET",
+                        help="containerd socket to import the images into")
+    images.add_argument("--namespace", default="k8s.io", help="containerd namespace (the CRI's is k8s.io)")
+    images.set_defaults(func=_dev_images)
