@@ -98,6 +98,9 @@ def load_table(model_dir: Path, dim: int = DIM, log: bool = False) -> F32:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as fh:
             np.save(fh, table)
+        # mkstemp makes the file 0600: the image builds the table as root and runs the router as another user,
+        # who must read it (or it rebuilds the table at every start, in more memory than the sidecar's limit).
+        os.chmod(fh.name, 0o644)
         os.replace(fh.name, path)
     except OSError as exc:  # read-only filesystem (a locked-down pod): use the table, rebuild next start
         log_.warning("static table not cached (%s): set %s to a writable directory or prebuild it", exc, CACHE_ENV)

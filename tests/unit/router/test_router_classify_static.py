@@ -158,6 +158,8 @@ def test_distilled_table_is_built_once_cached_by_weights_and_rebuilt_when_corrup
     np.testing.assert_allclose(table.mean(axis=0), 0.0, atol=1e-4)  # centred (PCA of centred states)
     files = list((tmp_path / "cache").glob("*.npy"))
     assert len(files) == 1
+    # readable by every user: an image builds it as root and runs the router as a non-root UID
+    assert files[0].stat().st_mode & 0o777 == 0o644
     mtime = files[0].stat().st_mtime_ns
     np.testing.assert_array_equal(load_table(model, dim=4), table)
     assert files[0].stat().st_mtime_ns == mtime  # read from the cache, not rebuilt
