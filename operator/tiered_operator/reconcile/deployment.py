@@ -40,6 +40,9 @@ DEFAULT_ROUTER_RESOURCES: dict[str, Any] = {
 
 STARTUP_FAILURE_THRESHOLD = 360
 """Times 5 s = 30 min for download, sha256 check, quantize-on-load and warm-up before liveness applies."""
+ROUTER_STARTUP_FAILURE_THRESHOLD = 150
+"""Times 2 s = 5 min for the router to load its config and train its classifier before it listens (seconds on an
+idle node; on a busy one it outlasted the liveness probe, which then restarted it forever)."""
 
 
 class UnsupportedSpec(ValueError):
@@ -263,6 +266,7 @@ def _router_container(settings: OperatorSettings, sidecar: RouterSidecar, mounts
         "env": [{"name": "HOME", "value": "/tmp"}],
         # The router serves /metrics on its API port; the Service's `metrics` port points there.
         "ports": [{"name": "http", "containerPort": ports.router, "protocol": "TCP"}],
+        "startupProbe": _http_probe("/healthz", "http", 2, ROUTER_STARTUP_FAILURE_THRESHOLD),
         "readinessProbe": _http_probe("/readyz", "http", 5, 3),
         "livenessProbe": _http_probe("/healthz", "http", 10, 6),
         "resources": sidecar.resources or DEFAULT_ROUTER_RESOURCES,

@@ -66,6 +66,11 @@ def test_sample_local_tier_renders_a_restricted_two_container_deployment(
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     model = _containers(dep)["model"]
     assert model["startupProbe"]["failureThreshold"] * model["startupProbe"]["periodSeconds"] >= 1800
+    # The router trains its classifier before it listens: on a busy node that outlasted the liveness probe's
+    # 60 s and the container was restarted forever (seen on the real node); liveness waits for startup.
+    router = _containers(dep)["router"]
+    assert router["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert router["startupProbe"]["failureThreshold"] * router["startupProbe"]["periodSeconds"] >= 300
     assert model["resources"] == {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "4Gi"}}
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert pod["tolerations"] == [{"key": "tiered.dev/edge", "operator": "Exists", "effect": "NoSchedule"}]
