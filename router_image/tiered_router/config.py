@@ -152,6 +152,20 @@ class TierCapabilities(_Model):
     )
 
 
+class SloMetric(StrEnum):
+    """Which latency a tier's objective is about (InferenceTier spec.slo.metric)."""
+
+    E2E = "e2e"
+    TTFT = "ttft"
+
+
+class TierSlo(_Model):
+    """A tier's latency objective: spillover sends requests elsewhere before its predicted latency exceeds it."""
+
+    latency_p95_ms: int = Field(ge=1, description="95th-percentile latency objective in milliseconds.")
+    metric: SloMetric = SloMetric.E2E
+
+
 class TierConfig(_Model):
     """One upstream the router may send requests to (compiled from an InferenceTier)."""
 
@@ -174,6 +188,7 @@ class TierConfig(_Model):
         description="True when requests with PII must never reach this tier. Defaults to true for cloud.",
     )
     capabilities: TierCapabilities = TierCapabilities()
+    slo: TierSlo | None = Field(default=None, description="Latency objective (spillover); none when absent.")
 
     @model_validator(mode="before")
     @classmethod
@@ -311,6 +326,18 @@ class BudgetConfig(_Model):
     when_exhausted: WhenExhausted = WhenExhausted.LOCAL_ONLY
 
 
+class SpilloverConfig(_Model):
+    """Spillover on load: a local tier that is saturated (its queue answers 429), starting (not accepting
+    connections, or 503 while it loads) or whose predicted latency would exceed its SLO sends the requests residency
+    lets leave to the next tier they may reach. Requests that may not leave wait for the local tier up to
+    `maxLocalWaitMs`, then get its 429 (with Retry-After) or 503."""
+
+    enabled: bool = False
+    max_local_wait_ms: int = Field(
+        default=0, ge=0, le=600000, description="How long a request that must stay local waits for a local slot."
+    )
+
+
 class OverrideConfig(_Model):
     """Whether a client may pin a tier (header or `model` field). Never relaxes residency."""
 
@@ -337,6 +364,7 @@ class RouterConfig(_Model):
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     budget: BudgetConfig = BudgetConfig()
     override: OverrideConfig = OverrideConfig()
+    spillover: SpilloverConfig = SpilloverConfig()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="Larger bodies get 413.")
     auto_models: list[str] = Field(
         default_factory=lambda: ["auto"],

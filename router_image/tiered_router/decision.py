@@ -44,6 +44,10 @@ class Reason(StrEnum):
     UNKNOWN_MODEL = "UnknownModel"
     NO_ALLOWED_TIER = "NoAllowedTier"
     NO_CAPABLE_TIER = "NoCapableTier"
+    # spillover (set by dispatch, which sees the local tier's load)
+    SPILLOVER_SATURATED = "SpilloverLocalSaturated"
+    SPILLOVER_STARTING = "SpilloverLocalStarting"
+    SPILLOVER_OVER_SLO = "SpilloverLocalOverSlo"
 
 
 CAPABILITY_REASONS = frozenset({Reason.TOOLS_UNSUPPORTED, Reason.LOGPROBS_UNSUPPORTED, Reason.CONTEXT_TOO_LONG,
@@ -93,6 +97,10 @@ class Decision:
     redact: bool = False  # dispatch must send the body with PII replaced
     classification: Classification | None = None
     notes: tuple[str, ...] = field(default=())
+    spill: tuple[str, ...] = ()
+    """Where dispatch may send the request instead when the chosen (local) tier is overloaded or starting: every
+    other tier residency, capability and budget allow, in chain order. Empty for pinned requests and for requests
+    that may not leave (PII in a restricted namespace): spillover can never widen what residency allows."""
 
     @property
     def rejected(self) -> bool:
@@ -299,6 +307,8 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
         chosen = names[0]
     rest = [n for n in names if n != chosen]
     ordered = (chosen, *rest[: config.fallback.retries]) if pinned is None else (chosen,)
+    chosen_tier = config.tier(chosen)
+    spill = tuple(rest) if pinned is None and chosen_tier is not None and chosen_tier.kind is TierKind.LOCAL else ()
     return Decision(
         tier=chosen,
         route=route_name,
@@ -308,4 +318,5 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
         redact=do_redact,
         classification=classification,
         notes=tuple([f"{name}: {why.value}" for name, why in excluded.items()]) if excluded else (),
+        spill=spill,
     )

@@ -31,6 +31,9 @@ DECISION_LATENCY = f"{PREFIX}_decision_latency_seconds"  # histogram
 CONFIG_RELOADS = f"{PREFIX}_config_reloads"  # counter: result (success|invalid)
 CONFIG_INFO = f"{PREFIX}_config_info"  # gauge=1: policy, hash
 CONFIG_VALID = f"{PREFIX}_config_last_reload_valid"  # gauge 1/0
+SPILLOVERS = f"{PREFIX}_spillovers"  # counter: from_tier, to_tier, cause (saturated|starting|over_slo)
+LOCAL_WAITS = f"{PREFIX}_local_waits"  # counter: tier, outcome (served|timed_out)
+TIER_SERVICE = f"{PREFIX}_tier_service_seconds"  # gauge: tier (spillover's service-time estimate)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.025, 0.04, 0.06, 0.08, 0.1, 0.12, 0.2, 0.3, 0.5, 0.8, 1, 2, 5, 10, 30)
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
@@ -114,12 +117,27 @@ class RouterMetrics:
         self.reloads = Counter(CONFIG_RELOADS, "Config reload attempts by result.", ["result"], registry=r)
         self.config_info = Gauge(CONFIG_INFO, "The config in force (value 1).", ["policy", "hash"], registry=r)
         self.config_valid = Gauge(CONFIG_VALID, "1 when the last config file read was valid, else 0.", registry=r)
+        self.spillovers = Counter(
+            SPILLOVERS, "Requests sent past a busy, starting or over-SLO local tier (spillover), by cause.",
+            ["from_tier", "to_tier", "cause"], registry=r,
+        )
+        self.local_waits = Counter(
+            LOCAL_WAITS, "Requests that may not leave and waited for a busy or starting local tier, by outcome.",
+            ["tier", "outcome"], registry=r,
+        )
+        self.service_estimate = Gauge(
+            TIER_SERVICE, "Per-request service time the router estimates for a tier (spillover's prediction).",
+            ["tier"], registry=r,
+        )
         # request-path accessors (pre-bound children)
         self.requests_by = Bound(self.requests)
         self.decisions_by = Bound(self.decisions)
         self.pii_by = Bound(self.pii)
         self.fallbacks_by = Bound(self.fallbacks)
         self.upstream_errors_by = Bound(self.upstream_errors)
+        self.spillovers_by = Bound(self.spillovers)
+        self.local_waits_by = Bound(self.local_waits)
+        self.tier_service = Bound(self.service_estimate)
         self._tiers: dict[str, TierSeries] = {}
 
     def tier(self, name: str) -> TierSeries:

@@ -21,10 +21,11 @@ from tiered_http import Request, Response, StreamResponse
 
 from .breaker import CircuitState
 from .capability import upstream_gap
-from .config import FallbackTrigger, TierConfig
+from .config import FallbackTrigger, TierConfig, TierKind
 from .decision import Decision
 from .errors import error_response
 from .metrics import RouterMetrics
+from .spillover import Cause, TierLoad, load_cause, retry_after_s, spill_cause
 from .state import RouterState, Upstream
 from .upstream_http import UpstreamConnectError, UpstreamPool, UpstreamProtocolError, UpstreamResponse
 
@@ -46,6 +47,15 @@ class AttemptFailure(Exception):
     kind: str  # metric label: connect|timeout|5xx|protocol|circuit_open|capability
     detail: str
     response: Response | None = None  # the tier's own answer, relayed when no later tier serves the request
+    retry_after: float | None = None  # the tier's Retry-After, seconds
+
+    def load_cause(self) -> Cause | None:
+        """Whether this failure says the (local) tier is busy or starting rather than broken."""
+        if self.kind in ("saturated", "starting"):
+            return Cause(self.kind)
+        if self.kind in ("connect", "circuit_open"):
+            return Cause.STARTING
+        return None
 
 
 @dataclass
@@ -117,6 +127,7 @@ class Dispatcher:
     def __init__(self, pool: UpstreamPool, metrics: RouterMetrics) -> None:
         self.pool = pool
         self.metrics = metrics
+        self.loads: dict[tuple[str, str], TierLoad] = {}
 
     async def serve(
         self,
@@ -133,24 +144,44 @@ class Dispatcher:
         """Try each tier of the decision's chain; relay the first answer; OpenAI error when all fail.
 
         `raw` is the client's body exactly as received when `body` is unchanged (no redaction), so a tier whose
-        model the client already named gets it without a re-serialisation.
+        model the client already named gets it without a re-serialisation. With spillover on, a local tier that is
+        starting, saturated or over its SLO is passed over for `decision.spill` (spillover.py), or waited for when
+        the request may not leave.
         """
         config = state.config
         triggers = config.fallback.on
+        spillover_on = config.spillover.enabled
+        wait_until = started + config.spillover.max_local_wait_ms / 1000
         failures: list[tuple[str, AttemptFailure]] = []
         previous: str | None = None
         reason = decision.reason.value
         route = decision.route or "none"
         accept = request.headers.get("Accept", "*/*")
-        for tier_name in decision.chain:
+        pending = list(decision.chain)
+        spilled_from: str | None = None
+        waited = False
+        if spillover_on and decision.spill:
+            chosen = pending[0]
+            cause = spill_cause(state.upstreams[chosen].tier, self.load(state, chosen), time.monotonic())
+            if cause is not None:
+                pending = self._spill(decision, chosen, cause, config.fallback.retries)
+                reason, spilled_from = cause.reason.value, chosen
+        while pending:
+            tier_name = pending.pop(0)
             upstream = state.upstreams[tier_name]
             breaker = upstream.breaker
             series = self.metrics.tier(tier_name)
+            load_aware = spillover_on and upstream.tier.kind is TierKind.LOCAL
             if not breaker.allow():
-                failures.append((tier_name, AttemptFailure(FallbackTrigger.CONNECT, "circuit_open", "circuit open")))
+                failure = AttemptFailure(FallbackTrigger.CONNECT, "circuit_open", "circuit open")
                 series.circuit.set(breaker.state)
+                if load_aware and await self._local_wait(decision, tier_name, failure, wait_until):
+                    waited = True
+                    pending.insert(0, tier_name)
+                    continue
+                failures.append((tier_name, failure))
                 continue
-            if previous is not None:
+            if previous is not None and previous != tier_name:
                 last = failures[-1][1]
                 trigger = last.trigger.value if last.trigger else last.kind  # "capability": the tier could not serve it
                 self.metrics.fallbacks_by(previous, tier_name, trigger).inc()
@@ -162,20 +193,43 @@ class Dispatcher:
             }
             if failures:
                 headers_out["x-tiered-fallback-from"] = ",".join(n for n, _ in failures)
+            if spilled_from is not None:
+                headers_out["x-tiered-spilled-from"] = spilled_from
             data = _upstream_bytes(body, raw, upstream.tier.model)
             series.in_flight.inc()
+            load = self.load(state, tier_name)
+            ticket = load.start(time.monotonic())
             settled = False
             try:
-                resp = await self._attempt(
-                    request, state, upstream, data, path, stream, accept, headers_out, started, route, input_estimate
-                )
+                resp = await self._attempt(request, state, upstream, data, path, stream, accept, headers_out, started,
+                                           route, input_estimate, load_aware)
             except AttemptFailure as failure:
                 settled = True
+                load.finish(ticket)
+                cause = failure.load_cause() if load_aware else None
+                if cause is not None:
+                    if failure.kind != "connect":  # a load answer, not a fault: the breaker is not told
+                        breaker.probe_in_flight = False
+                    else:
+                        breaker.record_failure()
+                        series.circuit.set(breaker.state)
+                    load.mark(cause, failure.retry_after, time.monotonic())
+                    if decision.spill and tier_name == decision.chain[0] and spilled_from is None:
+                        pending = self._spill(decision, tier_name, cause, config.fallback.retries)
+                        reason, spilled_from = cause.reason.value, tier_name
+                        failures.append((tier_name, failure))
+                        continue
+                    if await self._local_wait(decision, tier_name, failure, wait_until):
+                        waited = True
+                        pending.insert(0, tier_name)
+                        continue
                 failures.append((tier_name, failure))
                 if failure.kind == "capability":  # the tier works; it cannot serve this request: try the next
                     breaker.probe_in_flight = False
                     reason = failure.detail
                     continue
+                if cause is not None:
+                    break  # waited as long as allowed: its own answer (429 / 503) is relayed
                 breaker.record_failure()
                 series.circuit.set(breaker.state)
                 self.metrics.upstream_errors_by(tier_name, failure.kind).inc()
@@ -185,20 +239,55 @@ class Dispatcher:
                 continue
             finally:
                 series.in_flight.dec()
-                if not settled and breaker.probe_in_flight:
-                    # cancelled (client went away) or succeeded: never leave a half-open probe slot taken
-                    breaker.probe_in_flight = False
+                if not settled:
+                    sent = load.finish(ticket)  # answered, or cancelled (client went away)
+                    if breaker.probe_in_flight:
+                        # cancelled or succeeded: never leave a half-open probe slot taken
+                        breaker.probe_in_flight = False
+            if resp.status < 400 and sent is not None:
+                load.answered(sent, time.monotonic())
+                if load.service_s is not None:
+                    self.metrics.tier_service(tier_name).set(load.service_s)
             if breaker.failures or breaker.opened_at is not None:
                 breaker.record_success()
                 series.circuit.set(CircuitState.CLOSED)
+            if waited:
+                self.metrics.local_waits_by(tier_name, "served").inc()
             return resp
+        if waited and failures:
+            self.metrics.local_waits_by(failures[-1][0], "timed_out").inc()
         return self._exhausted(decision, failures, route)
+
+    def load(self, state: RouterState, tier_name: str) -> TierLoad:
+        """The load record of a tier (kept across config reloads while its name and URL stay the same)."""
+        key = (tier_name, state.upstreams[tier_name].tier.base_url)
+        load = self.loads.get(key)
+        if load is None:
+            load = self.loads[key] = TierLoad()
+        return load
+
+    def _spill(self, decision: Decision, local: str, cause: Cause, retries: int) -> list[str]:
+        """The chain a spilled request walks instead: the first tier of `decision.spill`, then its fallbacks."""
+        chain = list(decision.spill[: 1 + retries])
+        self.metrics.spillovers_by(local, chain[0], cause.value).inc()
+        return chain
+
+    async def _local_wait(self, decision: Decision, tier_name: str, failure: AttemptFailure,
+                          wait_until: float) -> bool:
+        """For a request that stays on a busy or starting local tier: sleep until it may be retried, while the
+        wait bound allows (False: give up now)."""
+        remaining = wait_until - time.perf_counter()
+        if remaining <= 0 or tier_name != decision.chain[0]:
+            return False
+        pause = failure.retry_after if failure.retry_after is not None else 0.2
+        await asyncio.sleep(max(0.05, min(remaining, pause, 1.0)))
+        return True
 
     def _exhausted(self, decision: Decision, failures: list[tuple[str, AttemptFailure]], route: str) -> Response:
         tier = failures[-1][0] if failures else (decision.tier or "none")
         last = failures[-1][1] if failures else None
-        if last is not None and last.response is not None:  # the last tier's own 400: it says why
-            self.metrics.requests_by(tier, route, "upstream_4xx").inc()
+        if last is not None and last.response is not None:  # the last tier's own answer (400 why, 429/503 busy)
+            self.metrics.requests_by(tier, route, "upstream_4xx" if last.kind == "capability" else "local_busy").inc()
             return last.response
         self.metrics.requests_by(tier, route, "failed").inc()
         kinds = {f.kind for _, f in failures}
@@ -233,6 +322,7 @@ class Dispatcher:
         started: float,
         route: str,
         input_estimate: int,
+        load_aware: bool = False,
     ) -> StreamResponse:
         tier = up.tier
         loop = asyncio.get_running_loop()
@@ -250,6 +340,8 @@ class Dispatcher:
         except UpstreamConnectError as exc:
             raise AttemptFailure(FallbackTrigger.CONNECT, "connect", str(exc)) from None
         async with upstream:
+            if load_aware and upstream.status in (429, 503):
+                await self._load_answer(upstream, headers_out, deadline)
             if upstream.status >= 500:
                 raise AttemptFailure(FallbackTrigger.SERVER_ERROR, "5xx", f"HTTP {upstream.status}")
             if stream and upstream.status == 200:
@@ -273,6 +365,26 @@ class Dispatcher:
         # Accounted (usage read from the body, metrics) right after the answer is written, not before.
         loop.call_soon(self._account_body, state, tier, route, upstream.status, elapsed, raw, input_estimate)
         return Response(status=upstream.status, body=raw, headers=headers)
+
+    async def _load_answer(self, upstream: UpstreamResponse, headers_out: dict[str, str], deadline: float) -> None:
+        """Raise AttemptFailure(saturated|starting) when a 429 or 503 says the local tier is busy or starting."""
+        try:
+            raw = upstream.read_nowait()
+            if raw is None:
+                raw = await upstream.read(deadline)
+        except (TimeoutError, UpstreamProtocolError):
+            return
+        code: str | None = None
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            code = json.loads(raw)["error"].get("code")
+        cause = load_cause(upstream.status, code if isinstance(code, str) else None)
+        if cause is None:
+            return
+        headers = {k: v for k, v in upstream.headers if k.lower() not in _DROP_HEADERS}
+        headers.update(headers_out)
+        retry_after = retry_after_s(upstream.header("retry-after"))
+        raise AttemptFailure(None, cause.value, f"HTTP {upstream.status} {code}",
+                             Response(status=upstream.status, body=raw, headers=headers), retry_after)
 
     def _account_body(self, state: RouterState, tier: TierConfig, route: str, status: int, elapsed: float,
                       raw: bytes, input_estimate: int) -> None:  # fmt: skip

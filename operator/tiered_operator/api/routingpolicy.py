@@ -187,6 +187,24 @@ class Budget(ApiModel):
         return Decimal(self.monthly_usd)
 
 
+class Spillover(ApiModel):
+    """What the router does when a local tier is busy: saturated (its queue answers 429), starting (no pod accepts
+    connections yet, or the model is still loading) or predicted to miss its SLO (InferenceTier spec.slo)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Send the requests residency lets leave to the next tier they may reach instead of waiting "
+        "(never a request residency keeps local: those wait). false: every request waits for its tier.",
+    )
+    max_local_wait_ms: int = Field(
+        default=5000,
+        ge=0,
+        le=600000,
+        description="How long a request that must stay local is retried while the local tier answers 429 or is "
+        "starting, before it gets the tier's 429 (with Retry-After) or 503. Applies when enabled.",
+    )
+
+
 class Router(ApiModel):
     """How the router runs."""
 
@@ -219,6 +237,9 @@ class RoutingPolicySpec(ApiModel):
     fallback: Fallback | None = Field(default=None, description="Fallback behaviour; defaults apply if absent.")
     budget: Budget | None = Field(default=None, description="Monthly cloud spend cap; unlimited if absent.")
     router: Router | None = Field(default=None, description="Router deployment mode; sidecar if absent.")
+    spillover: Spillover | None = Field(
+        default=None, description="Spillover from busy local tiers; on (5 s local wait) if absent."
+    )
 
     cel_rules = (
         CelRule(

@@ -13,7 +13,7 @@ from typing import Any
 
 from tiered_operator import labels
 from tiered_operator.api.inferencetier import InferenceTier
-from tiered_operator.api.routingpolicy import RoutingPolicy
+from tiered_operator.api.routingpolicy import RoutingPolicy, Spillover
 from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.compare import content_hash
 from tiered_operator.reconcile.deployment import CloudKeyMount, RouterSidecar
@@ -120,7 +120,7 @@ def tier_config(tier: InferenceTier, settings: OperatorSettings) -> dict[str, An
         if cloud.region is not None:
             out["region"] = cloud.region
         return out
-    return {
+    out = {
         "name": name,
         "kind": "local",
         "baseURL": tier_endpoint(name, namespace, settings),
@@ -129,6 +129,10 @@ def tier_config(tier: InferenceTier, settings: OperatorSettings) -> dict[str, An
         "piiForbidden": False,
         "capabilities": tier_capabilities(tier),
     }
+    slo = tier.spec.slo
+    if slo is not None:  # spillover keeps the tier's predicted latency within it
+        out["slo"] = {"latencyP95Ms": slo.latency_p95_ms, "metric": slo.metric}
+    return out
 
 
 def _encoder_path(path: str | None) -> str | None:
@@ -197,6 +201,8 @@ def policy_config_data(
             "retries": spec.fallback.retries,
             "on": list(spec.fallback.triggers),
         }
+    spillover = spec.spillover if spec.spillover is not None else Spillover()
+    data["spillover"] = {"enabled": spillover.enabled, "maxLocalWaitMs": spillover.max_local_wait_ms}
     if spec.budget is not None:
         data["budget"] = {
             "monthlyUSD": float(spec.budget.monthly),

@@ -8,6 +8,7 @@ synchronous `openai` client can call the router; the SLM server is `tiered-slm s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ class SlmProcess:
     """`tiered-slm serve` on a free port with the given model; stopped with SIGTERM (it drains)."""
 
     def __init__(self, model: Path, log: Path, *, ctx: int = 2048, threads: int = 1, queue_size: int = 16,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), wait_ready: bool = True) -> None:
         self.log = log
         self._out = log.open("w")
         self.process = subprocess.Popen(
@@ -40,15 +41,17 @@ class SlmProcess:
              "--host", "127.0.0.1", "--port", "0", "--ctx", str(ctx), "--threads", str(threads),
              "--queue-size", str(queue_size), "--cache-dir", str(log.parent / "slm-cache"), *extra],
             stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.url = self._wait_listening()
+        self.url = self._wait_listening(wait_ready)
 
-    def _wait_listening(self, timeout: float = 120) -> str:
+    def _wait_listening(self, ready: bool, timeout: float = 120) -> str:
+        """The URL once the server listens (it answers 503 model_not_ready until its model is loaded), and with
+        `ready` once the model is loaded and warmed up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()[-3000:]
             text = self.log.read_text()
             found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", text)
-            if found and "model ready" in text:
+            if found and (not ready or "model ready" in text):
                 return found.group(1)
             time.sleep(0.1)
         raise AssertionError(f"SLM server not ready:\n{self.log.read_text()[-3000:]}")
@@ -101,6 +104,18 @@ class RealTiers:
         }  # fmt: skip
         config.update(overrides)
         return config
+
+    def apply(self, config: dict[str, Any], timeout: float = 10) -> None:
+        """Write a new config and wait until the router serves it."""
+        text = json.dumps(config)
+        self.config_path.with_suffix(".tmp").write_text(text)
+        self.config_path.with_suffix(".tmp").replace(self.config_path)
+        expected = hashlib.sha256(text.encode()).hexdigest()[:16]
+        deadline = time.monotonic() + timeout
+        while self.service.holder.state is None or self.service.holder.state.config_hash != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError("router did not apply the new config")
+            time.sleep(0.02)
 
     def client(self, timeout: float = 120) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url, api_key="unused", max_retries=0, timeout=timeout)

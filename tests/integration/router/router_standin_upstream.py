@@ -36,6 +36,8 @@ class StandinUpstream:
     chunk_delay_s: float = 0.0
     reply: str = "hello from the stand-in"
     chunks: int = 5
+    error_code: str | None = None  # error.code of a status >= 400 answer (e.g. queue_full, model_not_ready)
+    retry_after: str | None = None  # Retry-After header of a status >= 400 answer
     received: list[Received] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
@@ -62,8 +64,9 @@ class StandinUpstream:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.status >= 400:
-            return web.json_response({"error": {"message": f"{self.name} failing", "type": "server_error"}},
-                                     status=self.status)  # fmt: skip
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response({"error": {"message": f"{self.name} failing", "type": "server_error",
+                                                "code": self.error_code}}, status=self.status, headers=headers)
         model = body.get("model", "m")
         chat = request.path.endswith("/chat/completions")
         if body.get("stream"):

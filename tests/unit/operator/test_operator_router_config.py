@@ -258,3 +258,32 @@ def test_each_tier_carries_what_it_can_serve(bodies: Any, settings: OperatorSett
     assert (caps["gpt-cloud"].tools, caps["gpt-cloud"].logprobs, caps["gpt-cloud"].context_length) == (
         True, True, None)
     assert (caps["capped"].tools, caps["capped"].logprobs, caps["capped"].context_length) == (False, True, 16000)
+
+
+def test_spillover_is_on_by_default_and_follows_the_policy(bodies: Any, settings: OperatorSettings) -> None:
+    tiers = _tiers(bodies)
+    default = compile_policy(_sample_policy(bodies), tiers, NamespacePolicy(), settings)
+    assert default.config is not None
+    assert (default.config.spillover.enabled, default.config.spillover.max_local_wait_ms) == (True, 5000)
+    body = bodies.with_meta(bodies.sample("routingpolicy-hybrid.yaml"))
+    body["spec"]["spillover"] = {"enabled": False, "maxLocalWaitMs": 250}
+    off = compile_policy(RoutingPolicy.from_k8s(body), tiers, NamespacePolicy(), settings)
+    assert off.config is not None
+    assert (off.config.spillover.enabled, off.config.spillover.max_local_wait_ms) == (False, 250)
+
+
+def test_a_local_tiers_slo_reaches_the_router_for_spillover(bodies: Any, settings: OperatorSettings) -> None:
+    tiers = _tiers(bodies)
+    slo = tiers["slm-edge"].spec.slo
+    assert slo is not None
+    compiled = compile_policy(_sample_policy(bodies), tiers, NamespacePolicy(), settings)
+    assert compiled.config is not None
+    local = compiled.config.tier("slm-edge")
+    assert local is not None and local.slo is not None
+    assert (local.slo.latency_p95_ms, local.slo.metric.value) == (slo.latency_p95_ms, slo.metric)
+    no_slo = bodies.with_meta(bodies.sample("inferencetier-local-gguf.yaml"))
+    no_slo["spec"].pop("slo")
+    no_slo["spec"].pop("autoscaling", None)
+    tiers["slm-edge"] = InferenceTier.from_k8s(no_slo)
+    compiled = compile_policy(_sample_policy(bodies), tiers, NamespacePolicy(), settings)
+    assert compiled.config is not None and compiled.config.tier("slm-edge").slo is None  # type: ignore[union-attr]
