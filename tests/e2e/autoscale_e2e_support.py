@@ -36,7 +36,6 @@ __all__ = [
     "PrometheusProcess",
     "Served",
     "free_port",
-    "make_test_model",
     "router_config",
     "start_router",
     "start_slm",
@@ -69,13 +68,6 @@ def _cli(name: str) -> str:
     if not path.exists():
         raise AssertionError(f"{path} is missing: install the project (pip install -e .)")
     return str(path)
-
-
-def make_test_model(out: Path) -> Path:
-    """`tiered-slm make-test-model OUT --quant Q4_K_M`: a tiny random-weight Llama GGUF."""
-    subprocess.run([_cli("tiered-slm"), "make-test-model", str(out), "--quant", "Q4_K_M"],
-                   check=True, capture_output=True, timeout=120)
-    return out
 
 
 def _http_ok(url: str) -> bool:
@@ -129,8 +121,8 @@ def router_config(*, policy: str, namespace: str, tier: str, slm_url: str) -> di
         "schemaVersion": 1,
         "policy": policy,
         "namespace": namespace,
-        "tiers": [{"name": tier, "kind": "local", "baseURL": f"{slm_url}/v1", "model": "tiny",
-                   "timeouts": {"connectMs": 1000, "firstByteMs": 30000, "totalMs": 60000}}],
+        "tiers": [{"name": tier, "kind": "local", "baseURL": f"{slm_url}/v1", "model": tier,
+                   "timeouts": {"connectMs": 1000, "firstByteMs": 60000, "totalMs": 120000}}],
         "defaultTier": tier,
         "fallback": {"retries": 0},
     }  # fmt: skip
@@ -196,7 +188,7 @@ class LoadDriver:
 
     @staticmethod
     async def _client(base_url: str) -> AsyncOpenAI:
-        return AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
+        return AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=90)
 
     async def _worker(self, stop: asyncio.Event, pause: float, stats: LoadStats) -> None:
         while not stop.is_set():
@@ -229,7 +221,7 @@ class LoadDriver:
     def stats(self, group: int) -> LoadStats:
         return self._groups[group][2]
 
-    def stop(self, group: int, timeout: float = 40) -> None:
+    def stop(self, group: int, timeout: float = 120) -> None:
         stop, futures, _ = self._groups[group]
         self.loop.call_soon_threadsafe(stop.set)
         for future in futures:
@@ -241,7 +233,7 @@ class LoadDriver:
             self.loop.call_soon_threadsafe(stop.set)
             for future in futures:
                 with contextlib.suppress(Exception):  # closing: the test has already judged the results
-                    future.result(40)
+                    future.result(120)
         self._call(self.client.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)

@@ -129,3 +129,20 @@ def test_a_schema_the_local_grammar_cannot_enforce_goes_to_the_cloud_or_is_a_400
         _chat(tiers, "extract the person: " + PII, response_format=unsupported)
     assert raised.value.code == "unsupported_schema_keyword" and "'minimum' at /properties/age" in raised.value.message
     assert len(tiers.cloud.received) == 1
+
+
+def test_a_stream_from_the_real_local_tier_is_relayed_chunk_by_chunk(tiers: RealTiers) -> None:
+    """Router -> SLM end to end with real generation: the streamed answer equals the non-streamed one."""
+    messages: Any = [{"role": "user", "content": "hello, what colour is the sky on a clear day?"}]
+    client = tiers.client()
+    whole = client.chat.completions.create(model="auto", messages=messages, temperature=0, max_tokens=32)
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages, temperature=0,
+                                                           max_tokens=32, stream=True,
+                                                           stream_options={"include_usage": True})
+    assert raw.headers["x-tiered-tier"] == "slm" and raw.headers["content-type"].startswith("text/event-stream")
+    pieces, usage = [], None
+    for chunk in raw.parse():
+        usage = chunk.usage or usage
+        pieces += [choice.delta.content or "" for choice in chunk.choices]
+    assert "".join(pieces) == whole.choices[0].message.content and len([p for p in pieces if p]) > 3
+    assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]

@@ -141,3 +141,32 @@ async def test_speculative_server_matches_plain_server_and_exports_acceptance(
     assert 0.0 <= rate <= 1.0
     if mode == "draft":
         assert rate >= 0.95
+
+
+COPYING_PROMPTS = [  # input-copying work (extraction, editing), where prompt lookup has something to find
+    "Copy this sentence exactly: The quarterly report shows revenue of 4.2 million euros, up 12 percent.",
+    "Fix the spelling and repeat the rest unchanged: Teh meeting with the design team is moved to Thursday "
+    "afternoon at three o'clock in room Orion.",
+    "Extract the address from: Please send the parcel to Maria Lopez, Calle Mayor 12, 46001 Valencia, Spain.",
+]
+
+
+def test_speculation_keeps_the_real_models_greedy_output_and_finds_copied_text(real_model: Path) -> None:
+    """SmolLM2-135M-Instruct, chat prompts that ask for copied text: prompt lookup proposes from the prompt, the
+    tokens are those of plain decoding, and a large share of the proposals is accepted."""
+    plain, _ = load(real_model, n_ctx=2048)
+    speculative, report = load(real_model, n_ctx=2048,
+                               speculative=SpeculativeConfig(mode="prompt-lookup", num_tokens=8, max_ngram=3))
+    assert report.speculative == "prompt-lookup" and speculative.proposer is not None
+    for prompt in COPYING_PROMPTS:
+        expected = []
+        for engine in (plain, speculative):
+            tokens, stops = engine.render_chat([{"role": "user", "content": prompt}])
+            done = engine.run(GenerationJob(tokens, SamplingParams(max_tokens=48, temperature=0.0, stop=stops)),
+                              lambda _event: None)
+            assert done.error is None
+            expected.append(done.token_ids)
+        assert expected[0] == expected[1], prompt
+    stats = speculative.proposer.snapshot()
+    print(f"\nprompt lookup on copying prompts: {stats.accepted}/{stats.proposed} proposed tokens accepted")
+    assert stats.proposed > 0 and stats.accepted >= 0.3 * stats.proposed
