@@ -133,6 +133,16 @@ def render_explanation(result: Mapping[str, Any]) -> str:
     lines.append("scores:")
     for score in result.get("scores") or []:
         mark = "*" if score["route"] == result.get("route") else " "
+        source = f" ({score['thresholdSource']})" if score.get("thresholdSource") else ""
         lines.append(f" {mark} {score['route']:<24} -> {score['tier']:<16} score {score['score']:.3f}  "
-                     f"threshold {score['threshold']:.3f}")
+                     f"threshold {score['threshold']:.3f}{source}")
+    cal = result.get("calibration")
+    if cal:
+        lines.append(
+            f"auto threshold: {cal['threshold']} ({cal['basis']}, target out-of-scope->default "
+            f"{cal['targetOutOfScopeRate']}"
+            + (f"; held-out {cal['heldOutInScope']:.3f} in-scope / {cal['heldOutOutOfScope']:.3f} out-of-scope"
+               if "heldOutInScope" in cal else "")
+            + ")"
+        )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Command line: `tiered-router [serve] --config FILE [--host H --port P]`, `eval`, `explain`."""
+"""Command line: `tiered-router [serve] --config FILE [--host H --port P]`, `eval`, `calibrate`, `explain`."""
 
 from __future__ import annotations
 
@@ -69,6 +69,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .classify import RouteClassifier
+    from .encoders import load_encoder
+    from .evaluate import calibration_report, config_from_policy, format_calibration, load_samples
+
+    manifest = yaml.safe_load(Path(args.policy).read_text())
+    config = config_from_policy(manifest)
+    if config.classifier.default_threshold != "auto":  # show what auto would derive for this policy
+        auto = config.classifier.model_copy(update={"default_threshold": "auto"})
+        config = config.model_copy(update={"classifier": auto})
+    clf = RouteClassifier(config, load_encoder(config.classifier.encoder))
+    samples = load_samples(Path(args.data), args.split or None) if args.data else None
+    report = calibration_report(clf, config, samples)
+    print(json.dumps(report) if args.json else format_calibration(report))
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     from .config import load_config
     from .explain import explain
@@ -93,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="JSONL {text, route} or the healthcare-routing CSV")
     ev.add_argument("--split", default="test", help="CSV rows of this split ('' for all)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ca = sub.add_parser(
+        "calibrate", help="the in-scope vs out-of-scope curve of a RoutingPolicy and its auto threshold"
+    )
+    ca.add_argument("--policy", required=True, help="RoutingPolicy manifest (YAML)")
+    ca.add_argument("--data", help="also measure the curve on labelled data: JSONL {text, route} or the CSV")
+    ca.add_argument("--split", default="test", help="CSV rows of this split ('' for all)")
+    ca.add_argument("--json", action="store_true", help="print one JSON object")
     ex = sub.add_parser("explain", help="explain the decision for one prompt")
     ex.add_argument("--config", required=True)
     ex.add_argument("--model", default="auto")
@@ -108,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "eval":
         return _eval(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     if args.command == "explain":
         return _explain(args)
     if not args.config:

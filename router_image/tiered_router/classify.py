@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .calibrate import FALLBACK_THRESHOLD, Calibration, HeldOut, calibrate, folds, with_unseen_topics
 from .config import ClassifierMethod, EncoderKind, RouterConfig
 from .decision import Classification, Reason
 from .encoders import Encoder
@@ -204,6 +205,8 @@ LINEAR_L2 = 1e-4
 # threshold that rejects out-of-scope prompts costs fewer in-scope ones (val: +1.3 points at 85 % and 90 % of
 # oos_val to the default tier; 0.05/0.1/0.2/0.3 tried, docs/router.md).
 LINEAR_LABEL_SMOOTHING = 0.1
+CALIBRATION_FOLDS = 5  # auto thresholds: the linear head is retrained this many times at load (calibrate.py)
+UNSEEN_TOPIC_GROUPS = 10  # ... plus at most this many times, each without a group of routes
 LINEAR_MIN_NEGATIVES = 20  # `auto` picks the linear head only with this many examples of the default tier
 
 
@@ -231,14 +234,28 @@ class SparseRows:
         return cls(cat(rows) if rows else np.zeros(0, np.int64), cat(cols) if cols else np.zeros(0, np.int64),
                    cat(vals) if vals else np.zeros(0, np.float32), len(docs), len(index.vocab))  # fmt: skip
 
+    @functools.cached_property
+    def _runs(self) -> tuple[I64, I64]:
+        """Where each row's non-zeros start, and which row that is (computed once: training calls matmul 200
+        times per head)."""
+        starts = np.flatnonzero(np.r_[True, self.rows[1:] != self.rows[:-1]])
+        return starts, self.rows[starts]
+
     def matmul(self, w: F32) -> F32:
         """self @ w, for w [n_cols, C]."""
         out = np.zeros((self.n_rows, w.shape[1]), dtype=np.float32)
         if self.rows.size:
-            contrib = w[self.cols] * self.vals[:, None]
-            starts = np.flatnonzero(np.r_[True, self.rows[1:] != self.rows[:-1]])
-            out[self.rows[starts]] = np.add.reduceat(contrib, starts, axis=0)
+            contrib = w.take(self.cols, axis=0)
+            contrib *= self.vals[:, None]
+            starts, rows = self._runs
+            out[rows] = np.add.reduceat(contrib, starts, axis=0)
         return out
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> SparseRows:
+        """The rows where `keep` is true, renumbered in order (for cross-validation folds)."""
+        new_row = np.cumsum(keep) - 1
+        nz = keep[self.rows]
+        return SparseRows(new_row[self.rows[nz]], self.cols[nz], self.vals[nz], int(keep.sum()), self.n_cols)
 
     def transposed(self) -> SparseRows:
         """The transpose, with its non-zeros sorted by (new) row: for `self.T @ g` via `matmul`."""
@@ -278,6 +295,10 @@ class LinearHead:
                 p -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
         self.w_dense, self.w_lexical, self.bias = params
 
+    def batch_probabilities(self, dense: F32, lexical: SparseRows) -> F32:
+        """Class probabilities for many prompts at once (offline: calibration, bench)."""
+        return softmax(dense @ self.w_dense + lexical.matmul(self.w_lexical) + self.bias)
+
     def probabilities(self, dense: F32, lex_ids: I64, lex_vals: F32) -> F32:
         """Class probabilities for one prompt (1-D): the arithmetic of `softmax(bias + dense @ w_dense + lex @
         w_lexical)`, in place on the one fresh logits array."""
@@ -312,9 +333,6 @@ class RouteClassifier:
         self._names = [r.name for r in self.routes]
         self._limits = [r.max_input_tokens for r in self.routes]
         self._any_limit = any(limit is not None for limit in self._limits)
-        self.thresholds = [
-            r.threshold if r.threshold is not None else config.classifier.default_threshold for r in self.routes
-        ]
         self.keywords = [
             re.compile(r"\b(?:" + "|".join(re.escape(k.lower()) for k in r.keywords) + r")\b") if r.keywords else None
             for r in self.routes
@@ -336,16 +354,107 @@ class RouteClassifier:
         if self.method is ClassifierMethod.LINEAR and all_docs:
             self.lexical: LexicalIndex | None = LexicalIndex(all_docs)
             classes = np.where(self.labels < 0, self.n_routes, self.labels)
+            self._lexical_rows: SparseRows | None = SparseRows.from_index(self.lexical, all_docs)
             self.linear = LinearHead(
-                self.vectors, SparseRows.from_index(self.lexical, all_docs), classes,
-                self.n_routes + int(self.has_default_class),
-            )  # fmt: skip
+                self.vectors, self._lexical_rows, classes, self.n_routes + int(self.has_default_class)
+            )
         else:
             self.lexical = LexicalIndex(all_docs) if all_docs and lexical_weight > 0 else None
+            self._lexical_rows = None
         self.masks = [self.labels == i for i in range(self.n_routes)]
         self.default_mask = self.labels == -1
+        self._route_to_default = np.array([r.tier == config.default_tier for r in self.routes], dtype=np.bool_)
+        # Thresholds: a route's own, else the policy's number, else (auto) one derived from the held-out examples.
+        default = config.classifier.default_threshold
+        needs_auto = default == "auto" and any(r.threshold is None for r in self.routes)
+        self.calibration: Calibration | None = (
+            calibrate(self.held_out(), config.classifier.target_out_of_scope_rate, 0.0, 1.0) if needs_auto else None
+        )
+        fallback = self.calibration.threshold if self.calibration is not None else default
+        self.thresholds = [
+            r.threshold if r.threshold is not None else float(fallback if fallback != "auto" else FALLBACK_THRESHOLD)
+            for r in self.routes
+        ]
+        self.threshold_sources = [
+            "route" if r.threshold is not None else ("auto" if default == "auto" else "policy") for r in self.routes
+        ]
         encode_one = getattr(encoder, "encode_one", None)
         self._encode_one = encode_one if callable(encode_one) else (lambda text: encoder.encode([text])[0])
+
+    def held_out(self) -> HeldOut:
+        """Every example scored by a classifier that has not seen it (see calibrate.py): K-fold retraining of the
+        linear head, leave-one-out for knn."""
+        n = self.labels.shape[0]
+        scores = np.zeros((n, self.n_routes), dtype=np.float32)
+        default = np.full(n, -1.0, dtype=np.float32)
+        if n == 0:
+            return HeldOut(scores, default, self.labels, self._route_to_default)
+        if self.linear is not None:
+            assert self._lexical_rows is not None
+            classes = np.where(self.labels < 0, self.n_routes, self.labels)
+            n_classes = self.n_routes + int(self.has_default_class)
+            rows = self._lexical_rows
+
+            def score_without(test: npt.NDArray[np.bool_]) -> tuple[F32, F32]:
+                head = LinearHead(self.vectors[~test], rows.select(~test), classes[~test], n_classes)
+                p = head.batch_probabilities(self.vectors[test], rows.select(test))
+                d = p[:, self.n_routes] if self.has_default_class else np.full(int(test.sum()), -1.0, np.float32)
+                return p[:, : self.n_routes], d
+
+            fold = folds(self.labels, CALIBRATION_FOLDS)
+            for f in range(CALIBRATION_FOLDS):
+                test = fold == f
+                if test.any() and not test.all():
+                    scores[test], default[test] = score_without(test)
+            return self._with_unseen_topics(HeldOut(scores, default, self.labels, self._route_to_default),
+                                            score_without)  # fmt: skip
+        sims = np.zeros((n, n), dtype=np.float32)
+        if self.lexical_weight < 1.0:
+            sims += (1.0 - self.lexical_weight) * (self.vectors @ self.vectors.T)
+        if self.lexical is not None:
+            sims += self.lexical_weight * self.lexical.matrix @ self.lexical.matrix.T
+        np.fill_diagonal(sims, -np.inf)  # leave one out
+
+        def top_mean(mask: npt.NDArray[np.bool_]) -> F32:
+            k = min(TOP_K, int(mask.sum()))
+            if k == 0:
+                return np.zeros(n, dtype=np.float32)
+            part = np.sort(sims[:, mask], axis=1)[:, -k:]
+            finite = np.isfinite(part)  # an example's own column, when its group has <= k members
+            return (np.where(finite, part, 0.0).sum(1) / np.maximum(finite.sum(1), 1)).astype(np.float32)
+
+        for i, mask in enumerate(self.masks):
+            scores[:, i] = top_mean(mask)
+        if self.default_mask.any():
+            default = top_mean(self.default_mask)
+
+        def knn_without(test: npt.NDArray[np.bool_]) -> tuple[F32, F32]:
+            return scores[test], default[test]  # other routes' top-k never include the example itself
+
+        return self._with_unseen_topics(HeldOut(scores, default, self.labels, self._route_to_default), knn_without)
+
+    def _with_unseen_topics(
+        self, held: HeldOut, score_without: Callable[[npt.NDArray[np.bool_]], tuple[F32, F32]]
+    ) -> HeldOut:
+        """`held` plus every in-scope example scored by a classifier trained without its route (at most
+        UNSEEN_TOPIC_GROUPS trainings: routes are left out in that many groups), its group's columns set to -1."""
+        in_scope = [i for i in range(self.n_routes) if not self._route_to_default[i] and self.masks[i].any()]
+        if len(in_scope) < 2:
+            return held  # leaving the only route out leaves nothing to mistake its examples for
+        groups = [in_scope[g::UNSEEN_TOPIC_GROUPS] for g in range(min(UNSEEN_TOPIC_GROUPS, len(in_scope)))]
+        parts: list[tuple[F32, F32, I64]] = []
+        for group in groups:
+            test = np.isin(self.labels, group)
+            sc, d = score_without(test)
+            sc = sc.copy()
+            sc[:, group] = -1.0
+            parts.append((sc, d, self.labels[test]))
+        return with_unseen_topics(
+            held,
+            np.concatenate([p[0] for p in parts]).astype(np.float32),
+            np.concatenate([p[1] for p in parts]).astype(np.float32),
+            np.concatenate([p[2] for p in parts]),
+        )
 
     def scores(self, text: str) -> RouteScores:
         """Per-route scores and the out-of-scope score: softmax probabilities (linear head) or top-k mean

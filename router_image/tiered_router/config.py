@@ -267,16 +267,29 @@ class ClassifierConfig(_Model):
 
     encoder: EncoderSpec = EncoderSpec()
     method: ClassifierMethod = ClassifierMethod.AUTO
-    default_threshold: float = Field(
-        default=0.5,
-        ge=-1.0,
-        le=1.0,
-        description="Similarity a route needs when it sets no threshold of its own.",
+    default_threshold: float | Literal["auto"] = Field(
+        default="auto",
+        description="Score a route needs when it sets no threshold of its own; auto: derived at load from the "
+        "policy's own examples for targetOutOfScopeRate (calibrate.py).",
+    )
+    target_out_of_scope_rate: float = Field(
+        default=0.85,
+        gt=0.0,
+        lt=1.0,
+        description="auto thresholds: the share of the policy's out-of-scope examples (held out) that must go to "
+        "the default tier.",
     )
     default_examples: list[str] = Field(
         default_factory=list,
         description="Utterances that belong to no route (out of scope): close matches go to defaultTier.",
     )
+
+    @field_validator("default_threshold")
+    @classmethod
+    def _threshold_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not -1.0 <= value <= 1.0:
+            raise ValueError(f"defaultThreshold must be 'auto' or a number in [-1, 1], got {value}")
+        return value
 
 
 class PiiConfig(_Model):

@@ -69,8 +69,11 @@ def config_from_policy(manifest: dict[str, Any]) -> RouterConfig:
         tier_names.append(default)
     crd_classifier = spec.get("classifier") or {}
     classifier: dict[str, Any] = {"encoder": _encoder_spec(crd_classifier.get("encoder"))}
-    if crd_classifier.get("threshold") is not None:
-        classifier["defaultThreshold"] = float(crd_classifier["threshold"])
+    threshold = crd_classifier.get("threshold")
+    if threshold is not None:
+        classifier["defaultThreshold"] = "auto" if threshold == "auto" else float(threshold)
+    if crd_classifier.get("targetOutOfScopeRate") is not None:
+        classifier["targetOutOfScopeRate"] = float(crd_classifier["targetOutOfScopeRate"])
     if crd_classifier.get("defaultExamples"):
         classifier["defaultExamples"] = crd_classifier["defaultExamples"]
     return parse_config(
@@ -149,6 +152,94 @@ def evaluate(config: RouterConfig, samples: list[Sample], classifier: RouteClass
         "classifier_method": clf.method.value,
         "per_route": per_route,
     }
+
+
+def threshold_curve(
+    clf: RouteClassifier, config: RouterConfig, samples: list[Sample], thresholds: list[float]
+) -> list[dict[str, float]]:
+    """In-scope accuracy and out-of-scope→default on `samples` at each threshold, applied to every route that
+    sets no threshold of its own (the classifier's rule; keywords and maxInputTokens are not applied here)."""
+    names = [r.name for r in clf.routes]
+    to_default = np.array([r.tier == config.default_tier for r in clf.routes])
+    own = np.array([r.threshold is not None for r in clf.routes])
+    fixed = np.array(clf.thresholds, dtype=np.float64)
+    scored = [clf._score_values(s.text) for s in samples]
+    scores = np.array([v for v, _ in scored], dtype=np.float64).reshape(len(samples), len(names))
+    default = np.array([d for _, d in scored], dtype=np.float64)
+    best = scores.argmax(axis=1) if len(names) else np.zeros(len(samples), dtype=np.int64)
+    top = scores[np.arange(len(samples)), best] if len(names) else np.zeros(len(samples))
+    gold_in = np.array([bool(s.routes) for s in samples])
+    hit = np.array([names[b] in s.routes if names else False for b, s in zip(best, samples, strict=True)])
+    out = []
+    for th in thresholds:
+        need = np.where(own, fixed, th)[best] if len(names) else np.zeros(len(samples))
+        routed = (top >= need) & (top > default)
+        lands_default = ~routed | to_default[best] if len(names) else np.ones(len(samples), dtype=bool)
+        out.append({
+            "threshold": round(th, 4),
+            "in_scope": round(float((routed & hit)[gold_in].mean()), 4) if gold_in.any() else 0.0,
+            "oos_to_default": round(float(lands_default[~gold_in].mean()), 4) if (~gold_in).any() else 0.0,
+        })  # fmt: skip
+    return out
+
+
+def calibration_report(clf: RouteClassifier, config: RouterConfig, samples: list[Sample] | None) -> dict[str, Any]:
+    """`tiered-router calibrate`: the held-out curve of the policy's own examples, the chosen (auto) threshold,
+    and, with labelled data, the same thresholds measured on it."""
+    cal = clf.calibration
+    report: dict[str, Any] = {
+        "policy": config.policy,
+        "encoder": clf.encoder.name,
+        "classifier_method": clf.method.value,
+        "routes": [
+            {"route": r.name, "tier": r.tier, "threshold": round(t, 4), "source": src}
+            for r, t, src in zip(clf.routes, clf.thresholds, clf.threshold_sources, strict=True)
+        ],
+    }
+    if cal is None:
+        return report
+    report["calibration"] = cal.summary()
+    report["held_out_curve"] = [
+        {"threshold": p.threshold, "in_scope": round(p.in_scope, 4), "oos_to_default": round(p.out_of_scope, 4)}
+        for p in cal.curve
+    ]
+    if samples is not None:
+        thresholds = [p.threshold for p in cal.curve] or [cal.threshold]
+        curve = threshold_curve(clf, config, samples, sorted({*thresholds, round(cal.threshold, 4)}))
+        report["data"] = {
+            "samples": len(samples),
+            "curve": curve,
+            "at_threshold": next(c for c in curve if c["threshold"] == round(cal.threshold, 4)),
+        }
+    return report
+
+
+def format_calibration(report: dict[str, Any]) -> str:
+    """Human-readable form of `calibration_report`."""
+    lines = [f"policy {report['policy']}, encoder {report['encoder']} ({report['classifier_method']})"]
+    cal = report.get("calibration")
+    if cal is None:
+        lines.append("no route uses threshold auto: nothing to calibrate")
+    else:
+        lines.append(
+            f"auto threshold {cal['threshold']} ({cal['basis']}; target out-of-scope→default "
+            f"{cal['targetOutOfScopeRate']}; {cal['inScopeExamples']} in-scope and {cal['outOfScopeExamples']} "
+            f"out-of-scope examples, each scored without itself, and {cal.get('unseenTopicExamples', 0)} in-scope "
+            "examples scored without their route, as out of scope)"
+        )
+        data = {c["threshold"]: c for c in report.get("data", {}).get("curve", [])}
+        head = f"{'threshold':>9s}  {'held-out in-scope':>17s} {'out-of-scope→default':>20s}"
+        if data:
+            head += f"  {'data in-scope':>13s} {'out-of-scope→default':>20s}"
+        lines.append(head)
+        for p in report["held_out_curve"]:
+            mark = "  <- chosen" if p["threshold"] == cal["threshold"] else ""
+            row = f"{p['threshold']:>9.4f}  {p['in_scope']:>17.3f} {p['oos_to_default']:>20.3f}"
+            if (d := data.get(p["threshold"])) is not None:
+                row += f"  {d['in_scope']:>13.3f} {d['oos_to_default']:>20.3f}"
+            lines.append(row + mark)
+    lines.append("routes: " + ", ".join(f"{r['route']} {r['threshold']} ({r['source']})" for r in report["routes"]))
+    return "\n".join(lines)
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -44,8 +44,14 @@ def explain(
     decision_ms = (time.perf_counter() - t0) * 1000
     scores = clf.scores(prompt)
     routes = [
-        {"route": r.name, "tier": r.tier, "score": round(scores.routes.get(r.name, 0.0), 4), "threshold": th}
-        for r, th in zip(clf.routes, clf.thresholds, strict=True)
+        {
+            "route": r.name,
+            "tier": r.tier,
+            "score": round(scores.routes.get(r.name, 0.0), 4),
+            "threshold": round(th, 4),
+            "thresholdSource": src,  # route: its own; policy: classifier.threshold; auto: derived (calibration)
+        }
+        for r, th, src in zip(clf.routes, clf.thresholds, clf.threshold_sources, strict=True)
     ]
     routes.sort(key=lambda x: -float(str(x["score"])))
     return {
@@ -62,5 +68,6 @@ def explain(
         "scores": routes,
         "outOfScopeScore": round(scores.default, 4),
         "encoder": clf.encoder.name,
+        "calibration": clf.calibration.summary() if clf.calibration is not None else None,
         "decisionMs": round(decision_ms, 3),
     }

@@ -34,6 +34,7 @@ CONFIG_VALID = f"{PREFIX}_config_last_reload_valid"  # gauge 1/0
 SPILLOVERS = f"{PREFIX}_spillovers"  # counter: from_tier, to_tier, cause (saturated|starting|over_slo)
 LOCAL_WAITS = f"{PREFIX}_local_waits"  # counter: tier, outcome (served|timed_out)
 TIER_SERVICE = f"{PREFIX}_tier_service_seconds"  # gauge: tier (spillover's service-time estimate)
+ROUTE_THRESHOLD = f"{PREFIX}_route_threshold"  # gauge: policy, route, source (route|policy|auto)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.025, 0.04, 0.06, 0.08, 0.1, 0.12, 0.2, 0.3, 0.5, 0.8, 1, 2, 5, 10, 30)
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
@@ -128,6 +129,12 @@ class RouterMetrics:
         self.service_estimate = Gauge(
             TIER_SERVICE, "Per-request service time the router estimates for a tier (spillover's prediction).",
             ["tier"], registry=r,
+        )
+        self.route_threshold = Gauge(
+            ROUTE_THRESHOLD,
+            "Threshold in force per route; source auto: derived at load from the policy's examples.",
+            ["policy", "route", "source"],
+            registry=r,
         )
         # request-path accessors (pre-bound children)
         self.requests_by = Bound(self.requests)

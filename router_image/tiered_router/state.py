@@ -162,6 +162,12 @@ class ConfigHolder:
         if old is not None:
             self.metrics.config_info.remove(old.config.policy, old.config_hash)
         self.metrics.config_info.labels(config.policy, state.config_hash).set(1)
+        self.metrics.route_threshold.clear()
+        clf = state.classifier
+        for route, threshold, source in zip(clf.routes, clf.thresholds, clf.threshold_sources, strict=True):
+            self.metrics.route_threshold.labels(config.policy, route.name, source).set(threshold)
+        if clf.calibration is not None:
+            log.info("auto threshold %.4f (%s)", clf.calibration.threshold, clf.calibration.summary())
         self.metrics.declare_tiers([t.name for t in config.tiers])
         log.info("config %s loaded: policy %s, %d tiers, %d routes", state.config_hash, config.policy,
                  len(config.tiers), len(config.routes))  # fmt: skip

@@ -44,6 +44,22 @@ Threshold = Annotated[
 ]
 """Similarity thresholds are decimal strings (API conventions avoid floats in spec)."""
 
+ClassifierThreshold = Annotated[
+    str,
+    matching(
+        "^(auto|0([.][0-9]{1,3})?|1([.]0{1,3})?)$",
+        'threshold must be "auto" or a decimal string between "0" and "1" with at most 3 decimals, e.g. "0.65"',
+        max_length=5,
+    ),
+]
+"""The policy-wide threshold: a decimal string, or auto (derived from the policy's own examples)."""
+
+RATE_PATTERN = "^0[.](0[1-9][0-9]?|00[1-9]|[1-9][0-9]{0,2})$"
+Rate = Annotated[
+    str,
+    matching(RATE_PATTERN, 'must be a decimal string strictly between "0" and "1", e.g. "0.85"', max_length=5),
+]
+
 ENCODER_PATH_PATTERN = "^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^ ]*|/[^ ]*)$"
 EncoderPath = Annotated[
     str,
@@ -127,8 +143,18 @@ class Classifier(ApiModel):
     """How requests are matched to routes."""
 
     encoder: Encoder = Field(default_factory=Encoder, description="The embedding model.")
-    threshold: Threshold = Field(
-        default="0.5", description='Default similarity threshold for routes without their own, e.g. "0.5".'
+    threshold: ClassifierThreshold = Field(
+        default="auto",
+        description='Threshold for routes without their own: a decimal string such as "0.5", or "auto" (the '
+        "default): the router derives it from the policy's own examples, scoring each example without it, so "
+        "that targetOutOfScopeRate of the out-of-scope examples (routes on defaultTier) go to defaultTier. The "
+        "derived value is reported in status.classifier and by tiered explain.",
+    )
+    target_out_of_scope_rate: Rate = Field(
+        default="0.85",
+        description='For threshold "auto": the share of the policy\'s out-of-scope examples (held out) that must '
+        'go to defaultTier, as a decimal string, e.g. "0.85". Higher sends more unfamiliar requests to '
+        "defaultTier and fewer in-scope ones to their route.",
     )
 
 
@@ -263,6 +289,17 @@ class RoutingPolicySpec(ApiModel):
     )
 
 
+class RouteThresholdStatus(ApiModel):
+    """The threshold a route's routers apply, as they report it (a derived one for threshold "auto")."""
+
+    route: str = Field(max_length=253, description="Route name.")
+    threshold: str = Field(max_length=16, description='The threshold as a decimal string, e.g. "0.361".')
+    source: Literal["route", "policy", "auto"] = Field(
+        description="route: the route's own threshold; policy: classifier.threshold; auto: derived by the router "
+        "from the policy's examples for classifier.targetOutOfScopeRate."
+    )
+
+
 class RoutingPolicyStatus(ApiModel):
     """Observed state of a RoutingPolicy; decimals are strings (no floats in the API)."""
 
@@ -293,6 +330,14 @@ class RoutingPolicyStatus(ApiModel):
         alias="avoidedUSD",
         max_length=32,
         description="What this month's traffic would have cost on the default cloud tier, minus what it cost.",
+    )
+
+    route_thresholds: list[RouteThresholdStatus] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Per route, the threshold the policy's routers loaded (from their metrics; the budget loop "
+        "writes it with localShare).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["route"]},
     )
 
     def condition(self, type_: str) -> Condition | None:

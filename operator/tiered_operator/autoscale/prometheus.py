@@ -106,6 +106,26 @@ class PrometheusMetrics:
         log.debug("PromQL result: %s -> %s", query, value)
         return value
 
+    def query_vector(self, query: str) -> list[tuple[dict[str, str], float]]:
+        """Run an instant query; every series as (labels, value), NaN and infinite samples left out."""
+        log.debug("PromQL: %s", query)
+        try:
+            result = self._client.custom_query(query)
+        except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
+            raise MetricsUnavailableError(f"Prometheus at {self.settings.url} did not answer: {exc}") from exc
+        if not isinstance(result, list):
+            raise MetricsUnavailableError(f"unexpected query result type {type(result).__name__}")
+        out = []
+        for series in result:
+            try:
+                value = float(series["value"][1])
+                labels_ = {str(k): str(v) for k, v in dict(series.get("metric") or {}).items()}
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise MetricsUnavailableError(f"malformed sample {series!r}") from exc
+            if math.isfinite(value):
+                out.append((labels_, value))
+        return out
+
     def tier_metrics(
         self, selector: promql.TierSelector, metric: promql.SLOMetric, window: str
     ) -> TierMetrics:

@@ -41,6 +41,7 @@ class RouterMetricNames:
     avoided_cost_usd_total: str = f"{router_metrics.AVOIDED_USD}_total"
     config_info: str = router_metrics.CONFIG_INFO
     requests_total: str = f"{router_metrics.REQUESTS}_total"
+    route_threshold: str = router_metrics.ROUTE_THRESHOLD
     label_tier: str = "tier"
     label_policy: str = "policy"
 
@@ -190,3 +191,10 @@ def served_query(
         ROUTER_METRICS.requests_total, namespace, policy, range_seconds, namespace_label, tiers,
         extra={"outcome": SERVED_OUTCOME},
     )
+
+
+def route_threshold_query(namespace: str, policy: str, namespace_label: str = "namespace") -> str:
+    """The threshold each route of the policy's routers loaded, one series per (route, source); replicas of one
+    config report the same value, so max merges them."""
+    matchers = _matchers({namespace_label: namespace, ROUTER_METRICS.label_policy: policy})
+    return f"max by (route, source) ({ROUTER_METRICS.route_threshold}{{{matchers}}})"

@@ -45,6 +45,7 @@ from tiered_operator.handlers.runtime import reconciler
 from tiered_operator.kube import Kube
 from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.conditions import Condition, merge_conditions, transitions
+from tiered_operator.reconcile.status import route_thresholds_status
 from tiered_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ def evaluate_budget(
     spend: float | None = None
     avoided: float | None = None
     share: str | None = None
+    thresholds: list[dict[str, str]] | None = None
     metrics_ok = prometheus is not None
     if prometheus is not None:
         try:
@@ -206,6 +208,9 @@ def evaluate_budget(
                 prometheus.query_scalar(promql.served_query(namespace, name, seconds, local)) if local else 0.0
             )
             share = budget_math.local_share(served_local, served)
+            thresholds = route_thresholds_status(
+                prometheus.query_vector(promql.route_threshold_query(namespace, name))
+            )
         except MetricsUnavailableError as exc:
             log.warning("policy %s/%s: %s", namespace, name, exc)
             metrics_ok = False
@@ -224,7 +229,7 @@ def evaluate_budget(
     )
     slice_: dict[str, Any] = {"conditions": [c for c in merged if c["type"] == budget_math.CONDITION_BUDGET_OK]}
     figures = (("monthToDateUSD", decision.month_to_date_usd), ("avoidedUSD", decision.avoided_usd),
-               ("localShare", share))
+               ("localShare", share), ("routeThresholds", thresholds))
     for key, value in figures:
         if value is not None:
             slice_[key] = value

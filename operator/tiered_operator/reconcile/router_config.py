@@ -194,7 +194,12 @@ def policy_config_data(
         path = _encoder_path(spec.classifier.encoder.path)
         if path is not None:
             encoder["path"] = path
-        data["classifier"] = {"encoder": encoder, "defaultThreshold": float(spec.classifier.threshold)}
+        threshold = spec.classifier.threshold
+        data["classifier"] = {
+            "encoder": encoder,
+            "defaultThreshold": threshold if threshold == "auto" else float(threshold),
+            "targetOutOfScopeRate": float(spec.classifier.target_out_of_scope_rate),
+        }
     if spec.fallback is not None:
         data["fallback"] = {
             "timeoutMs": spec.fallback.timeout_ms,

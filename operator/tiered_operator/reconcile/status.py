@@ -7,7 +7,7 @@ figures) are left alone; their conditions are only initialised to Unknown on fir
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,6 +243,21 @@ TIER_STATUS_KEYS = frozenset(
     }
 )
 """Status fields of an InferenceTier this operator owns (the autoscaler owns p95Ms, lastScale*, SLOMet)."""
+ROUTE_THRESHOLD_SOURCES = ("route", "policy", "auto")
+
+
+def route_thresholds_status(samples: Sequence[tuple[Mapping[str, str], float]]) -> list[dict[str, str]] | None:
+    """`status.routeThresholds` from the routers' route_threshold series (labels route, source): one entry per
+    route, sorted by name, thresholds as decimal strings. None when the routers reported nothing (yet)."""
+    by_route: dict[str, dict[str, str]] = {}
+    for labels_, value in samples:
+        route, source = labels_.get("route"), labels_.get("source")
+        if not route or source not in ROUTE_THRESHOLD_SOURCES:
+            continue
+        by_route[route] = {"route": route, "threshold": f"{value:.4f}".rstrip("0").rstrip("."), "source": source}
+    return [by_route[r] for r in sorted(by_route)] or None
+
+
 POLICY_STATUS_KEYS = frozenset({"observedGeneration", "conditions", "configHash"})
 """Status fields of a RoutingPolicy this operator owns (the budget loop owns BudgetOK and the spend figures)."""
 

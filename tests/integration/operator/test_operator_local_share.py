@@ -131,6 +131,10 @@ def test_budget_loop_writes_the_local_share_from_the_routers_counter(
         assert abs(float(share) - 6 / 8) <= 0.08, share  # 6 of the 8 counted answers came from the local tier
         printed = cluster.kubectl("get", "routingpolicy", "hybrid", "-n", namespace).stdout
         assert share in printed  # the LOCAL-SHARE printer column is no longer empty
+        # the threshold the router derived at load (threshold auto; no out-of-scope examples: the fallback)
+        assert stored("routingpolicy", "hybrid")["status"].get("routeThresholds") == [
+            {"route": "hard", "threshold": "0.5", "source": "auto"}
+        ]
 
         # Without Prometheus the loop cannot measure: the share written last stays as it is.
         evaluate_budget(stored("routingpolicy", "hybrid"), None, kube, datetime.datetime.now(datetime.UTC))

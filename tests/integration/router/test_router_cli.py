@@ -158,3 +158,43 @@ def test_explain_prints_the_decision(tmp_path: Path) -> None:
     result = json.loads(out.stdout)
     assert result["tier"] == "slm" and result["reason"] == "PiiKeptLocal" and result["pii"] == ["email"]
     assert result["chain"] == ["slm"] and any("cloud" in e for e in result["excluded"])
+
+
+def test_calibrate_prints_the_curve_and_the_chosen_threshold(tmp_path: Path) -> None:
+    """`tiered-router calibrate`: the held-out curve of the policy's own examples, the auto threshold chosen on it
+    (the lowest that sends targetOutOfScopeRate of the out-of-scope examples to the default tier), and the same
+    thresholds measured on labelled data."""
+    weather = [f"{q} {w}" for q in ("will it", "is it going to", "do you think it will") for w in
+               ("rain tomorrow", "snow tonight", "be sunny on friday", "hail this weekend")]
+    banking = [f"{q} {w}" for q in ("what is the balance of", "move money out of", "freeze") for w in
+               ("my checking account", "my savings account", "my credit card", "my debit card")]
+    other = [f"{q} {w}" for q in ("tell me a fact about", "who invented", "write a poem about", "explain")
+             for w in ("volcanoes", "the printing press", "penguins", "chess")]  # fmt: skip
+    policy = {"apiVersion": "tiered.dev/v1alpha1", "kind": "RoutingPolicy", "metadata": {"name": "small"},
+              "spec": {"tiers": ["slm", "cloud"], "defaultTier": "cloud",
+                       "classifier": {"targetOutOfScopeRate": "0.9"},
+                       "routes": [{"name": "weather", "tier": "slm", "examples": weather},
+                                  {"name": "banking", "tier": "slm", "examples": banking},
+                                  {"name": "elsewhere", "tier": "cloud", "examples": other}]}}  # fmt: skip
+    (tmp_path / "policy.yaml").write_text(json.dumps(policy))
+    rows = [{"text": "is it going to rain on saturday", "route": "weather"},
+            {"text": "how much is in my savings account", "route": "banking"},
+            {"text": "who painted the mona lisa", "route": None}]  # fmt: skip
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    base = [sys.executable, "-m", "tiered_router", "calibrate", "--policy", str(tmp_path / "policy.yaml")]
+    out = subprocess.run([*base, "--data", str(tmp_path / "data.jsonl"), "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    report = json.loads(out.stdout)
+    cal = report["calibration"]
+    assert cal["basis"] == "cross-validated" and cal["targetOutOfScopeRate"] == 0.9
+    assert cal["inScopeExamples"] == 24 and cal["outOfScopeExamples"] == 16
+    assert cal["heldOutOutOfScope"] >= 0.9
+    curve = report["held_out_curve"]
+    assert [p["threshold"] for p in curve] == sorted(p["threshold"] for p in curve)
+    assert [p["oos_to_default"] for p in curve] == sorted(p["oos_to_default"] for p in curve)  # monotone
+    chosen = next(p for p in curve if p["threshold"] == cal["threshold"])
+    assert all(p["oos_to_default"] < 0.9 for p in curve if p["threshold"] < chosen["threshold"])
+    assert report["data"]["samples"] == 3 and report["data"]["at_threshold"]["threshold"] == cal["threshold"]
+    assert {r["source"] for r in report["routes"]} == {"auto"}
+    text = subprocess.run(base, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert f"auto threshold {cal['threshold']}" in text and "<- chosen" in text

@@ -305,6 +305,27 @@ CASES: tuple[InvalidCase, ...] = (
     ),
     InvalidCase("negative-budget", _policy(s("spec.budget.monthlyUSD", "-5")), MONEY, MONEY, "spec.budget.monthlyUSD"),
     InvalidCase(
+        "classifier-threshold-neither-auto-nor-decimal",
+        _policy(s("spec.classifier.threshold", "high")),
+        'threshold must be "auto" or a decimal string',
+        'threshold must be "auto" or a decimal string',
+        "spec.classifier.threshold",
+    ),
+    InvalidCase(
+        "target-out-of-scope-rate-of-one",
+        _policy(s("spec.classifier.targetOutOfScopeRate", "1")),
+        'must be a decimal string strictly between "0" and "1"',
+        'must be a decimal string strictly between "0" and "1"',
+        "spec.classifier.targetOutOfScopeRate",
+    ),
+    InvalidCase(
+        "route-threshold-auto",  # auto is policy-wide: a route's own threshold is a number
+        _policy(s("spec.routes.2.threshold", "auto")),
+        'threshold must be a decimal string between "0" and "1"',
+        'threshold must be a decimal string between "0" and "1"',
+        "spec.routes[2].threshold",
+    ),
+    InvalidCase(
         "onnx-encoder-without-path",
         _policy(s("spec.classifier.encoder.type", "onnx")),
         "encoder path is required for onnx and sentence-transformers",
@@ -399,6 +420,10 @@ VALID_CASES: tuple[ValidCase, ...] = (
     ValidCase("minimal-policy", lambda: {**policy(), "spec": {"tiers": ["a", "b"], "defaultTier": "b"}}),
     ValidCase("policy-with-bundled-minilm-encoder", _policy(s("spec.classifier.encoder", {"type": "minilm"}))),
     ValidCase("policy-with-lexical-encoder", _policy(s("spec.classifier.encoder", {"type": "lexical"}))),
+    ValidCase(
+        "policy-with-auto-threshold",
+        _policy(s("spec.classifier.threshold", "auto"), s("spec.classifier.targetOutOfScopeRate", "0.9")),
+    ),
     ValidCase(
         "gateway-policy-with-onnx-encoder",
         _policy(

@@ -6,6 +6,7 @@ import pytest
 
 from tiered_operator.autoscale import promql
 from tiered_operator.autoscale.budget import local_share
+from tiered_operator.reconcile.status import route_thresholds_status
 
 
 @pytest.mark.parametrize(
@@ -34,3 +35,23 @@ def test_served_query_counts_successful_requests_of_the_policys_routers() -> Non
     )
     everything = promql.served_query("team-a", "hybrid", 3600)
     assert 'outcome="success"' in everything and "tier=~" not in everything
+
+
+def test_route_threshold_query_reads_the_policys_routers_series() -> None:
+    assert promql.route_threshold_query("team-a", "hybrid") == (
+        'max by (route, source) (tiered_router_route_threshold{namespace="team-a",policy="hybrid"})'
+    )
+
+
+def test_route_thresholds_status_is_one_decimal_string_per_route_sorted() -> None:
+    samples = [
+        ({"route": "weather", "source": "auto"}, 0.36071),
+        ({"route": "banking", "source": "route"}, 0.9),
+        ({"route": "odd", "source": "made-up"}, 0.1),  # not a source the router writes: ignored
+        ({"source": "auto"}, 0.2),  # no route label: ignored
+    ]
+    assert route_thresholds_status(samples) == [
+        {"route": "banking", "threshold": "0.9", "source": "route"},
+        {"route": "weather", "threshold": "0.3607", "source": "auto"},
+    ]
+    assert route_thresholds_status([]) is None

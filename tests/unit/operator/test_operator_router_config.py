@@ -189,6 +189,11 @@ def test_encoder_model_on_a_claim_and_default_openai_base_url(
     assert compiled.config is not None, compiled.error
     assert compiled.config.classifier.encoder.path == "/models/encoders/minilm"
     assert compiled.config.classifier.default_threshold == 0.7
+    auto = make_policy(tiers=["slm-edge", "gpt-cloud"], classifier={"targetOutOfScopeRate": "0.9"})
+    compiled_auto = compile_policy(auto, tiers, NamespacePolicy(), settings)
+    assert compiled_auto.config is not None, compiled_auto.error
+    assert compiled_auto.config.classifier.default_threshold == "auto"
+    assert compiled_auto.config.classifier.target_out_of_scope_rate == 0.9
     assert compiled.config.tiers[1].base_url == "https://api.openai.com/v1"
     assert compiled.config.tiers[1].region == "eu-west-1"
     trc = tier_router_config(tiers["slm-edge"], [compiled], [policy], tiers, NamespacePolicy(), settings)

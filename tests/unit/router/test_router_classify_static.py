@@ -281,11 +281,12 @@ def test_shipped_policy_examples_come_from_train_only(clinc: dict[str, Any]) -> 
 
 
 def test_shipped_policy_meets_its_targets_on_val(clinc: dict[str, Any]) -> None:
-    """Val/oos_val (where its threshold was chosen): out-of-scope to default >= 90 % (the calibration target),
-    in-scope accuracy at that threshold no lower than measured when the policy was generated."""
+    """Val/oos_val with the threshold `auto` derives from the policy's own examples (target 0.85): out-of-scope to
+    default >= 90 % (val's out-of-scope set is easier than test's), in-scope accuracy no lower than measured."""
     config_ = config_from_policy(yaml.safe_load(POLICY.read_text()))
     clf = RouteClassifier(config_, load_encoder(config_.classifier.encoder))
     assert clf.linear is not None
+    assert clf.calibration is not None and clf.calibration.calibrated and clf.threshold_sources[0] == "auto"
     tier = {r.name: r.tier for r in config_.routes}
     val = clinc["full"]["val"]
     correct = sum(clf.classify(t, 10).route == clinc["domain"][i] for t, i in val)
@@ -294,7 +295,7 @@ def test_shipped_policy_meets_its_targets_on_val(clinc: dict[str, Any]) -> None:
     assert correct / len(val) >= VAL_IN_SCOPE_FLOOR and to_default / len(oos) >= 0.9
 
 
-VAL_IN_SCOPE_FLOOR = 0.85  # measured 0.8593 at the shipped threshold (bench/router/encoder_comparison.py)
+VAL_IN_SCOPE_FLOOR = 0.80  # measured 0.814 / 0.94 at the auto threshold 0.4401 (tiered-router calibrate, val)
 
 
 def test_eval_times_the_whole_decision_with_every_pii_entity_and_keeps_the_route() -> None:
