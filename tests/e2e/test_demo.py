@@ -186,6 +186,7 @@ def _assert_summary(summary: dict[str, Any], requests: int) -> None:
     assert sum(pii["router_detections"].values()) >= pii["sent"]
     assert pii["standin_pii_requests"] == 0, "the cloud stand-in's own detector saw PII"
     assert pii["generated_values_in_standin_log"] == 0, "a generated PII value reached the cloud stand-in"
+    assert summary["spillover"]["pii"] == 0, "a PII-bearing request spilled to the cloud"
     standin = summary["standin"]
     cloud_requests = sum(t["requests_prometheus"] for t in summary["tiers"].values() if t["kind"] == "cloud")
     assert standin["requests"] == cloud_requests > 0 and standin["unauthorized"] == 0

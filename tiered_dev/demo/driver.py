@@ -32,6 +32,8 @@ class Outcome:
     error: str | None = None
     text: str = ""
     """The start of the answer (non-streamed requests), to show what each tier returns."""
+    spilled_from: str | None = None
+    """The local tier the router passed over because it was busy (x-tiered-spilled-from)."""
 
 
 async def _one_openai(client: object, item: WorkItem) -> Outcome:
@@ -58,7 +60,8 @@ async def _one_openai(client: object, item: WorkItem) -> Outcome:
             status, headers = raw.status_code, raw.headers
             text = (completion.choices[0].message.content or "") if completion.choices else ""
         return Outcome(item, status, headers.get("x-tiered-tier"), headers.get("x-tiered-route") or None,
-                       headers.get("x-tiered-reason"), time.perf_counter() - started, text=text[:80])
+                       headers.get("x-tiered-reason"), time.perf_counter() - started, text=text[:80],
+                       spilled_from=headers.get("x-tiered-spilled-from"))
     except openai.APIStatusError as exc:
         h = exc.response.headers
         return Outcome(item, exc.status_code, h.get("x-tiered-tier"), h.get("x-tiered-route") or None,
@@ -91,7 +94,8 @@ async def _one_aiohttp(session: object, base_url: str, item: WorkItem) -> Outcom
             h = resp.headers
             error = None if resp.status == 200 else f"HTTP {resp.status}"
             return Outcome(item, resp.status, h.get("x-tiered-tier"), h.get("x-tiered-route") or None,
-                           h.get("x-tiered-reason"), time.perf_counter() - started, error)
+                           h.get("x-tiered-reason"), time.perf_counter() - started, error,
+                           spilled_from=h.get("x-tiered-spilled-from"))
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Outcome(item, 0, None, None, None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
 

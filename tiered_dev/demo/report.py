@@ -40,6 +40,7 @@ def counter_queries(namespace: str) -> dict[str, str]:
         "decisions": f"sum by (reason, tier) ({live(m.DECISIONS + '_total')})",
         "pii": f"sum by (entity) ({live(m.PII_DETECTIONS + '_total')})",
         "fallbacks": f"sum({live(m.FALLBACKS + '_total')})",
+        "spillovers": f"sum by (cause) ({live(m.SPILLOVERS + '_total')})",
         "standin_requests": f"sum({live(standin.REQUESTS + '_total')})",
         "standin_pii": f"sum({live(standin.PII_REQUESTS + '_total')})",
         "standin_unauthorized": f"sum({live(standin.UNAUTHORIZED + '_total')})",
@@ -122,6 +123,7 @@ def summarize(inp: DemoInputs) -> dict[str, Any]:
     pii_cloud = [o for o in pii if inp.tier_kinds.get(o.tier or "") == "cloud"]
     in_scope = [o for o in outcomes if o.item.kind == KIND_IN_SCOPE and o.status == 200]
     oos = [o for o in outcomes if o.item.kind == KIND_OOS and o.status == 200]
+    spilled = [o for o in ok if o.spilled_from]
     client_p95 = {
         t: percentile([o.latency_s * 1000 for o in ok if o.tier == t], 0.95) for t in sorted(inp.tier_kinds)
     }
@@ -162,7 +164,7 @@ def summarize(inp: DemoInputs) -> dict[str, Any]:
         "fallbacks": round(total(c["fallbacks"])),
         "routing": {
             "in_scope_served": len(in_scope),
-            "in_scope_on_expected_tier": sum(1 for o in in_scope if o.tier == o.item.expected_tier),
+            "in_scope_on_expected_tier": sum(1 for o in in_scope if o.item.expected_tier in (o.tier, o.spilled_from)),
             "oos_served": len(oos),
             "oos_on_default_tier": sum(1 for o in oos if o.tier == o.item.expected_tier),
         },
@@ -174,6 +176,11 @@ def summarize(inp: DemoInputs) -> dict[str, Any]:
             "kept_local_decisions": round(decisions.get("PiiKeptLocal", 0.0)),
             "standin_pii_requests": round(total(c["standin_pii"])),
             "generated_values_in_standin_log": inp.pii_values_in_standin_log,
+        },
+        "spillover": {
+            "requests": len(spilled),
+            "by_cause": {k: round(v) for k, v in sorted(group(c.get("spillovers", {}), "cause").items())},
+            "pii": sum(1 for o in spilled if o.item.kind == KIND_PII),
         },
         "sample_answers": samples,
         "standin": {
@@ -224,9 +231,16 @@ def format_summary(s: Mapping[str, Any], local_tier: str, cloud_tier: str) -> st
     r = s["routing"]
     lines.append(
         f"Routing: {r['in_scope_on_expected_tier']}/{r['in_scope_served']} in-scope CLINC150 test utterances on "
-        f"their domain's tier; {r['oos_on_default_tier']}/{r['oos_served']} out-of-scope ones on the default tier "
-        f"({cloud_tier}); fallbacks: {s['fallbacks']}"
+        f"their domain's tier (or spilled from it); {r['oos_on_default_tier']}/{r['oos_served']} out-of-scope ones "
+        f"on the default tier ({cloud_tier}); fallbacks: {s['fallbacks']}"
     )
+    sp = s.get("spillover") or {}
+    if sp.get("requests"):
+        causes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sp["by_cause"].items()) or "see the router's log"
+        lines.append(
+            f"Spillover: {sp['requests']} requests routed to {local_tier} went to {cloud_tier} while {local_tier} was "
+            f"busy (tiered_router_spillovers_total by cause: {causes}); {sp['pii']} of them carried PII."
+        )
     p = s["pii"]
     detections = ", ".join(f"{k} {v}" for k, v in p["router_detections"].items()) or "none"
     lines.append(
