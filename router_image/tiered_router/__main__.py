@@ -1,4 +1,5 @@
-"""Command line: `tiered-router [serve] --config FILE [--host H --port P]`, `eval`, `calibrate`, `explain`."""
+"""Command line: `tiered-router [serve] --config FILE [--host H --port P]`, `eval`, `calibrate`, `pii-eval`,
+`explain`."""
 
 from __future__ import annotations
 
@@ -86,6 +87,28 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pii_eval(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .pii_eval import PiiEvalError, default_config, evaluate_pii, format_report, load_rows
+
+    strict = {"auto": None, "on": True, "off": False}[args.strict]
+    try:
+        if args.config:
+            config = load_config(Path(args.config).read_text())
+            if strict is not None:
+                pii = config.residency.pii.model_copy(update={"strict": strict})
+                config = config.model_copy(update={"residency": config.residency.model_copy(update={"pii": pii})})
+        else:
+            config = default_config(args.namespace_class, strict)
+        rows = load_rows(Path(args.data))
+    except (ConfigError, PiiEvalError, OSError) as exc:
+        print(f"tiered-router pii-eval: {exc}", file=sys.stderr)
+        return 2
+    result = evaluate_pii(rows, config)
+    print(json.dumps(result, indent=1) if args.json else format_report(result))
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     from .config import load_config
     from .explain import explain
@@ -117,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--data", help="also measure the curve on labelled data: JSONL {text, route} or the CSV")
     ca.add_argument("--split", default="test", help="CSV rows of this split ('' for all)")
     ca.add_argument("--json", action="store_true", help="print one JSON object")
+    pe = sub.add_parser("pii-eval", help="measure the PII scan on labelled requests (JSONL; docs/residency.md)")
+    pe.add_argument("--data", required=True, help="JSONL rows {body|messages|prompt|text, values: [{entity, ...}]}")
+    pe.add_argument("--config", default=None, help="router config (default: restricted, all entities, keepLocal)")
+    pe.add_argument("--namespace-class", default="restricted", choices=["restricted", "unrestricted", "local-only"])
+    pe.add_argument("--strict", default="auto", choices=["auto", "on", "off"], help="auto: as the namespace implies")
+    pe.add_argument("--json", action="store_true", help="print one JSON object")
     ex = sub.add_parser("explain", help="explain the decision for one prompt")
     ex.add_argument("--config", required=True)
     ex.add_argument("--model", default="auto")
@@ -136,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return _calibrate(args)
     if args.command == "explain":
         return _explain(args)
+    if args.command == "pii-eval":
+        return _pii_eval(args)
     if not args.config:
         build_parser().error("--config is required to serve")
     return _serve(args)

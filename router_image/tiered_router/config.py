@@ -297,6 +297,12 @@ class PiiConfig(_Model):
 
     entities: list[PiiEntity] = Field(default_factory=lambda: list(ALL_PII_ENTITIES))
     action: PiiAction = PiiAction.KEEP_LOCAL
+    strict: bool | None = Field(
+        default=None,
+        description="Strict mode: ambiguous long digit runs, random-looking long tokens and loosely spelled "
+        "e-mail addresses count as PII too (more false positives, fewer misses). None: on unless the namespace is "
+        "unrestricted.",
+    )
 
 
 class ResidencyConfig(_Model):
@@ -310,6 +316,13 @@ class ResidencyConfig(_Model):
         description="tiered.dev/allowed-regions; None means any. A cloud tier outside it is never used.",
     )
     pii: PiiConfig = PiiConfig()
+
+    @property
+    def pii_strict(self) -> bool:
+        """Whether the PII scan runs in strict mode: `pii.strict` when set, else everywhere but unrestricted."""
+        if self.pii.strict is not None:
+            return self.pii.strict
+        return self.namespace_class is not ResidencyClass.UNRESTRICTED
 
 
 class FallbackConfig(_Model):

@@ -17,7 +17,7 @@ from typing import Protocol
 from . import capability
 from .capability import Needs, capable_tiers
 from .config import PiiAction, ResidencyClass, RouterConfig, TierConfig, TierKind, WhenExhausted
-from .pii import Finding, redact, scan
+from .pii import Finding, Segment, redact, scan, scan_segments
 
 
 class Reason(StrEnum):
@@ -81,6 +81,7 @@ class RoutingRequest:
     input_tokens: int = 0
     route_text: str | None = None  # what the route is chosen on (last user turn); None = `text`
     needs: Needs = field(default_factory=Needs)  # tools, logprobs, completion tokens (capability routing)
+    segments: tuple[Segment, ...] = ()  # the forwarded strings (request.py); scanned instead of `text` when set
 
 
 @dataclass(frozen=True)
@@ -234,16 +235,25 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
 
     # 1. PII scan
     pii_cfg = config.residency.pii
-    findings = scan(req.text, pii_cfg.entities) if pii_cfg.entities else []
+    strict = config.residency.pii_strict
+    if not pii_cfg.entities:
+        findings: list[Finding] = []
+    elif req.segments:
+        findings = scan_segments(req.segments, pii_cfg.entities, strict)
+    else:
+        findings = scan(req.text, pii_cfg.entities, strict)
     entities = tuple(sorted({f.entity.value for f in findings})) if findings else ()
     if findings and pii_cfg.action is PiiAction.REJECT:
         return _reject(
             Reason.PII_REJECTED, 400, f"request contains PII ({', '.join(entities)}); policy rejects it", findings
         )
     do_redact = bool(findings) and pii_cfg.action is PiiAction.REDACT
-    # Redaction lets PII-free tiers be used only where the namespace is unrestricted; restricted data stays local.
+    # Redaction lets PII-free tiers be used only where the namespace is unrestricted, and only when every finding
+    # can be cut out of a single string (not a value split across messages); restricted data stays local.
     pii_present = bool(findings) and not (
-        pii_cfg.action is PiiAction.REDACT and config.residency.namespace_class is ResidencyClass.UNRESTRICTED
+        pii_cfg.action is PiiAction.REDACT
+        and config.residency.namespace_class is ResidencyClass.UNRESTRICTED
+        and all(f.redactable for f in findings)
     )
 
     # 2. Residency, then capability (within what residency allows)
@@ -264,7 +274,7 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
     else:
         text = req.route_text if req.route_text is not None else req.text
         if do_redact:
-            text = redact(text, scan(text, pii_cfg.entities))
+            text = redact(text, scan(text, pii_cfg.entities, strict))
         classification = classifier.classify(text, req.input_tokens)
         route_name = classification.route
         if route_name is not None:

@@ -7,8 +7,11 @@ and passes every other field through untouched, so new OpenAI parameters keep wo
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from .pii import Segment
 
 
 class BadRequest(ValueError):
@@ -29,19 +32,77 @@ class ParsedRequest:
     text: str
     kind: str  # "chat" | "completion"
     pii_text: str = ""
-    """Every string the client sent (tool-call arguments, `user`, metadata, tool descriptions too): what is
-    scanned for PII, because every one of them is forwarded upstream."""
+    """Every string the client sent, joined by newlines (see `segments`)."""
+    segments: tuple[Segment, ...] = ()
+    """Every string of the body as it is forwarded upstream, object keys included, in document order, each labelled
+    with its channel (the role of its message, or its top-level field): what the PII scan reads. Only the top-level
+    `model` value is left out, because dispatch replaces it with the tier's model. A string that is itself a JSON
+    object or array (tool-call arguments) is followed by its own strings, so values inside it are also seen apart."""
+    raw_forwardable: bool = True
+    """False when the raw bytes hold strings the parsed body does not (a repeated object key: `json.loads` keeps
+    the last value, the bytes keep both), so the bytes must not be forwarded as they are: what goes upstream is
+    then the re-serialised body, which is exactly what was scanned."""
 
 
-def _all_strings(value: Any, out: list[str]) -> None:
+# Values that name the request's structure rather than carry what someone wrote (seam joining skips them).
+_STRUCTURAL_KEYS = frozenset({"role", "type", "id", "tool_call_id", "detail", "object", "finish_reason"})
+_STRING_LITERAL = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_MAX_EMBEDDED_JSON = 65536
+
+
+def _segments(value: Any, channel: str, out: list[Segment], structural: bool = False) -> int:
+    """Append every string under `value` (keys too) to `out`; the number of JSON string literals it stands for."""
     if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _all_strings(item, out)
-    elif isinstance(value, list):
-        for item in value:
-            _all_strings(item, out)
+        inner: Any = None
+        if value.lstrip()[:1] in ("{", "[") and len(value) <= _MAX_EMBEDDED_JSON:
+            try:
+                inner = json.loads(value)
+            except (ValueError, RecursionError):
+                inner = None
+        if isinstance(inner, dict | list):
+            # JSON inside a string (tool-call arguments): its own strings are what was written, so they take part
+            # in joining across strings; the encoded whole is still scanned, but not joined to its neighbours
+            out.append(Segment(value, channel, key=True))
+            _segments(inner, channel, out)
+        else:
+            out.append(Segment(value, channel, key=structural))
+        return 1
+    if isinstance(value, dict):
+        n = 0
+        for key, item in value.items():
+            out.append(Segment(key, channel, key=True))
+            n += 1 + _segments(item, channel, out, key in _STRUCTURAL_KEYS)
+        return n
+    if isinstance(value, list):
+        return sum(_segments(item, channel, out) for item in value)
+    return 0
+
+
+def forwarded_segments(body: dict[str, Any]) -> tuple[tuple[Segment, ...], int]:
+    """The strings of `body` that dispatch forwards, as PII scan segments, and the number of string literals the body
+    has in JSON (keys and values, the `model` value included)."""
+    out: list[Segment] = []
+    literals = 0
+    for key, value in body.items():
+        out.append(Segment(key, key, key=True))
+        literals += 1
+        if key == "model":
+            literals += isinstance(value, str)
+            continue
+        if key == "messages" and isinstance(value, list):
+            for msg in value:
+                role = msg.get("role") if isinstance(msg, dict) else None
+                literals += _segments(msg, f"messages:{role if isinstance(role, str) else '?'}", out)
+        else:
+            literals += _segments(value, key, out)
+    return tuple(out), literals
+
+
+def _literal_count(raw: bytes) -> int:
+    """String literals in a JSON text (without a backslash every '"' delimits one)."""
+    if b"\\" not in raw:
+        return raw.count(b'"') // 2
+    return len(_STRING_LITERAL.findall(raw))
 
 
 def _redact_all(value: Any, redactor: Any) -> Any:
@@ -113,11 +174,17 @@ def parse_body(raw: bytes, kind: str) -> ParsedRequest:
             text = "\n".join(prompt)
         else:
             raise BadRequest("'prompt' must be a string or a non-empty array of strings", "prompt")
-    strings: list[str] = []
-    for key, value in body.items():
-        if key != "model":
-            _all_strings(value, strings)
-    return ParsedRequest(body=body, model=model, stream=stream, text=text, kind=kind, pii_text="\n".join(strings))
+    segments, literals = forwarded_segments(body)
+    return ParsedRequest(
+        body=body,
+        model=model,
+        stream=stream,
+        text=text,
+        kind=kind,
+        pii_text="\n".join(s.text for s in segments if not s.key),
+        segments=segments,
+        raw_forwardable=_literal_count(raw) == literals,
+    )
 
 
 def classification_text(parsed: ParsedRequest) -> str:

@@ -191,6 +191,7 @@ class RouterService:
             input_tokens=input_tokens,
             route_text=classification_text(parsed),
             needs=request_needs(parsed.body),
+            segments=parsed.segments,
         )
         decision, spent = await _decide(state, routing)
         # Counted once the loop is idle (while the upstream works on the request), not before it is sent.
@@ -202,8 +203,8 @@ class RouterService:
             )
         body = parsed.body
         if decision.redact:
-            entities = config.residency.pii.entities
-            body = redact_body(parsed, lambda s: redact(s, scan(s, entities)))
+            entities, strict = config.residency.pii.entities, config.residency.pii_strict
+            body = redact_body(parsed, lambda s: redact(s, scan(s, entities, strict)))
         return await dispatcher.serve(
             request,
             state,
@@ -213,7 +214,7 @@ class RouterService:
             parsed.stream,
             started,
             input_tokens,
-            raw=None if decision.redact else raw,
+            raw=None if decision.redact or not parsed.raw_forwardable else raw,
         )
 
     async def models(self, request: Request) -> StreamResponse:

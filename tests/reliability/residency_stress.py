@@ -17,6 +17,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Phase:
     controls_reach_cloud: bool | None = True  # None: not asserted
     redacting: bool = False
     churn: bool = False
+    churn_configs: list[dict[str, Any] | None] | None = None  # None: CHURN_CONFIGS
 
 
 PHASES = [
@@ -103,6 +105,7 @@ class PhaseResult:
     bad_errors: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     reloads: int = 0
+    redacting: bool = False
 
 
 @dataclass
@@ -127,7 +130,7 @@ class StressResult:
             "config_reloads": {"success": self.reloads_success, "invalid": self.reloads_invalid},
             "reached_cloud_unredacted": sum(len(p.leaks) for p in self.phases),
             "pii_bodies_at_cloud_in_keep_local_phases": sum(
-                p.cloud_pii_bodies for p, ph in zip(self.phases, PHASES, strict=True) if not ph.redacting
+                p.cloud_pii_bodies for p in self.phases if not p.redacting
             ),
             "entities": self.entity_counts,
             "placements": self.placement_counts,
@@ -202,9 +205,16 @@ class Stress:
             return rsp.status, rsp.headers.get("x-tiered-tier", ""), raw
 
     async def run_phase(
-        self, phase: Phase, requests: list[PiiRequest], session: aiohttp.ClientSession, control_base: int
+        self,
+        phase: Phase,
+        requests: Sequence[PiiRequest],
+        session: aiohttp.ClientSession,
+        control_base: int,
+        control: Callable[[int], tuple[str, dict[str, Any]]] | None = None,
     ) -> PhaseResult:
-        result = PhaseResult(phase.name, len(requests))
+        """`control(k)` gives the k-th PII-free request (path, body) whose arrival at the cloud proves the cloud path
+        was live; its marker must read "control ticket q..." (default: pii_corpus.control_request)."""
+        result = PhaseResult(phase.name, len(requests), redacting=phase.redacting)
         await self.set_local(phase.local)
         await self.set_config(phase.overrides)
         first_cloud = len(self.cloud.received)
@@ -236,8 +246,9 @@ class Stress:
             rng = random.Random(5)
             states = ["up", "down", "5xx", "up"]
             i = 0
+            configs = phase.churn_configs or CHURN_CONFIGS
             while not stop.is_set():
-                config = CHURN_CONFIGS[i % len(CHURN_CONFIGS)]
+                config = configs[i % len(configs)]
                 await self.set_config(config, wait=False)
                 if i % 3 == 0:
                     await self.set_local(rng.choice(states))
@@ -249,8 +260,10 @@ class Stress:
         churner = asyncio.create_task(churn()) if phase.churn else None
         try:
             jobs = [one(r.path, r.body, True) for r in requests]
-            jobs += [one("/v1/chat/completions", control_request(control_base + k), False)
-                     for k in range(phase.controls)]  # fmt: skip
+            controls = [control(control_base + k) if control is not None
+                        else ("/v1/chat/completions", control_request(control_base + k))
+                        for k in range(phase.controls)]  # fmt: skip
+            jobs += [one(path, body, False) for path, body in controls]
             random.Random(len(requests)).shuffle(jobs)
             await asyncio.gather(*jobs)
         finally:
@@ -286,7 +299,17 @@ class Stress:
 
 
 async def run_stress(tmp: Path, total: int = 10_000, seed: int = 20261128) -> StressResult:
-    requests = pii_requests(total, seed)
+    return await run_phases(tmp, pii_requests(total, seed), PHASES)
+
+
+async def run_phases(
+    tmp: Path,
+    requests: Sequence[PiiRequest],
+    phases: list[Phase],
+    control: Callable[[int], tuple[str, dict[str, Any]]] | None = None,
+) -> StressResult:
+    """`requests` shared out over `phases` by their shares, each phase with its own config, faults and controls."""
+    total = len(requests)
     results: list[PhaseResult] = []
     started = time.perf_counter()
     async with Stress(tmp) as stress:
@@ -294,11 +317,11 @@ async def run_stress(tmp: Path, total: int = 10_000, seed: int = 20261128) -> St
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             pos = 0
-            for n, phase in enumerate(PHASES):
-                count = round(total * phase.share) if n < len(PHASES) - 1 else total - pos
+            for n, phase in enumerate(phases):
+                count = round(total * phase.share) if n < len(phases) - 1 else total - pos
                 chunk = requests[pos : pos + count]
                 pos += count
-                results.append(await stress.run_phase(phase, chunk, session, control_base=n * 1000))
+                results.append(await stress.run_phase(phase, chunk, session, n * 1000, control))
         elapsed = time.perf_counter() - started
         metrics = await asyncio.to_thread(stress.router.metrics)
         alive = stress.router.alive()
@@ -306,7 +329,7 @@ async def run_stress(tmp: Path, total: int = 10_000, seed: int = 20261128) -> St
         phases=results,
         total_pii_requests=sum(p.pii_requests for p in results),
         elapsed_s=elapsed,
-        requests_per_s=sum(p.pii_requests + PHASES[i].controls for i, p in enumerate(results)) / elapsed,
+        requests_per_s=sum(p.pii_requests + phases[i].controls for i, p in enumerate(results)) / elapsed,
         router_alive=alive,
         reloads_success=metric_value(metrics, "tiered_router_config_reloads_total", result="success"),
         reloads_invalid=metric_value(metrics, "tiered_router_config_reloads_total", result="invalid"),

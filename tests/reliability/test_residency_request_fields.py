@@ -86,3 +86,22 @@ async def test_pii_outside_message_content_does_not_reach_the_cloud(
     status, tier = await _post(router, CASES[case])
     leaked = [r.raw.decode(errors="replace") for r in cloud.received if canonical(EMAIL) in canonical(r.raw.decode())]
     assert leaked == [], f"{case}: PII reached the cloud tier (status {status}, tier {tier}): {leaked[0][:300]}"
+
+
+async def test_a_repeated_key_cannot_smuggle_a_value_past_the_scan(
+    rig: tuple[RouterProcess, Upstream, Upstream],
+) -> None:
+    """`json.loads` keeps the last of two equal keys, the raw bytes keep both: the first value was never scanned, and
+    forwarding the client's bytes as they are would send it. The router forwards what it scanned instead."""
+    router, _slm, cloud = rig
+    raw = ('{"model": "auto", "messages": [{"role": "user", "content": "legal analyse the contract"}], '
+           f'"metadata": {{"card": "{CARD}", "card": "none"}}}}').encode()  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(router.url + "/v1/chat/completions", data=raw,
+                     headers={"Content-Type": "application/json"}) as rsp,  # fmt: skip
+    ):
+        await rsp.read()
+        assert rsp.status == 200
+    assert len(cloud.received) == 1  # PII-free as parsed, so it went to the cloud ...
+    assert canonical(CARD) not in canonical(cloud.received[0].raw.decode())  # ... without the smuggled value

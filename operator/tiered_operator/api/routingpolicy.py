@@ -172,6 +172,12 @@ class PII(ApiModel):
         description="keepLocal: serve the request on a local tier only; redact: mask the entities, then route "
         "normally; reject: answer 400.",
     )
+    strict: bool | None = Field(
+        default=None,
+        description="Strict mode: ambiguous long digit runs, random-looking tokens and loosely spelled e-mail "
+        "addresses count as PII too (fewer misses, more requests kept local). Unset: on, unless the namespace is "
+        "labelled tiered.dev/residency=unrestricted.",
+    )
 
 
 class Residency(ApiModel):

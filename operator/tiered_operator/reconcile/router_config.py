@@ -154,6 +154,8 @@ def _residency(namespace: NamespacePolicy, policy: RoutingPolicy | None) -> dict
     if policy is not None and policy.spec.residency is not None:
         pii = policy.spec.residency.pii
         out["pii"] = {"entities": [PII_ENTITY_NAMES[e] for e in pii.entities], "action": pii.action}
+        if pii.strict is not None:
+            out["pii"]["strict"] = pii.strict
     return out
 
 

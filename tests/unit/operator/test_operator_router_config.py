@@ -292,3 +292,17 @@ def test_a_local_tiers_slo_reaches_the_router_for_spillover(bodies: Any, setting
     tiers["slm-edge"] = InferenceTier.from_k8s(no_slo)
     compiled = compile_policy(_sample_policy(bodies), tiers, NamespacePolicy(), settings)
     assert compiled.config is not None and compiled.config.tier("slm-edge").slo is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("strict", "expected"), [(None, True), (False, False), (True, True)])
+def test_pii_strict_mode_reaches_the_router(
+    bodies: Any, settings: OperatorSettings, strict: bool | None, expected: bool
+) -> None:
+    body = bodies.with_meta(bodies.sample("routingpolicy-hybrid.yaml"))
+    if strict is not None:
+        body["spec"]["residency"]["pii"]["strict"] = strict
+    compiled = compile_policy(RoutingPolicy.from_k8s(body), _tiers(bodies), NamespacePolicy(), settings)
+    assert compiled.text is not None
+    config = load_config(compiled.text)
+    assert config.residency.pii.strict is strict  # unset stays unset: the namespace class decides
+    assert config.residency.pii_strict is expected  # restricted namespace (no label)

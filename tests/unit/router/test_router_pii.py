@@ -41,6 +41,8 @@ def entities(text: str, wanted: list[PiiEntity] | None = None) -> set[str]:
         ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz.0123456789", "apiKey"),
         ("password = correcthorsebattery", "apiKey"),
         ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "apiKey"),
+        ("user at example dot com", "email"),
+        ("update the record with 69.66.127.92.", "ipAddress"),
     ],
 )
 def test_entity_is_detected(text: str, entity: str) -> None:
@@ -50,7 +52,7 @@ def test_entity_is_detected(text: str, entity: str) -> None:
 @pytest.mark.parametrize(
     ("text", "entity"),
     [
-        ("card 4111 1111 1111 1112", PiiEntity.CREDIT_CARD),  # Luhn fails
+        ("ref 4111 1111 1111 1112", PiiEntity.CREDIT_CARD),  # Luhn fails, no card word near (see context tests)
         ("order 1234567890123", PiiEntity.CREDIT_CARD),
         ("iban DE89 3704 0044 0532 0130 01", PiiEntity.IBAN),  # mod-97 fails
         ("GB82WEST1234569876543", PiiEntity.IBAN),  # wrong length for GB
@@ -62,7 +64,8 @@ def test_entity_is_detected(text: str, entity: str) -> None:
         ("std::vector<int> v;", PiiEntity.IP_ADDRESS),
         ("999.1.1.1 is not an address", PiiEntity.IP_ADDRESS),
         ("meeting on 2024-01-15 at noon, total 123.45", PiiEntity.PHONE),
-        ("user at example dot com", PiiEntity.EMAIL),
+        ("the job ran 2025-06-24 14:36:25 on the worker", PiiEntity.PHONE),
+        ("look at example.com for the details", PiiEntity.EMAIL),
         ("sk-short", PiiEntity.API_KEY),
     ],
 )

@@ -1,112 +1,24 @@
-"""PII detection and redaction: pure functions over text.
-
-Why regexes plus checksums rather than a model: the scan runs on every request before any routing decision, so it
-must cost well under a millisecond, and its false negatives decide whether restricted data can leave the cluster.
-Candidates are found with patterns, then confirmed by the entity's own rule (Luhn for cards, ISO 13616 mod-97 for
-IBANs, SSA rules for SSNs, `ipaddress` for IPs) so ordinary numbers do not all turn into "PII".
-
-Text is normalised first (NFKC, unicode digits to ASCII, dashes and spaces folded, zero-width characters dropped),
-so fullwidth digits or a zero-width space inside a card number do not hide it.
+"""The entity patterns: regexes for each entity's canonical formats, confirmed by the entity's own rule (Luhn for
+cards, ISO 13616 mod-97 for IBANs, SSA rules for SSNs, `ipaddress` for IPs), so ordinary numbers do not all turn into
+"PII". This is the first of the scanner's detectors (see `pii/__init__.py` for the others) and the cheapest: it runs
+over the whole normalised text of every request.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable
 
-from .config import PiiEntity
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One detected entity; offsets index the *normalised* text."""
-
-    entity: PiiEntity
-    start: int
-    end: int
-
-
-# --- normalisation ---------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _fold_char(ch: str) -> str:
-    cat = unicodedata.category(ch)
-    if cat == "Cf":  # zero-width space/joiner, BOM, soft hyphen...
-        return ""
-    if cat == "Nd":
-        return str(unicodedata.decimal(ch))
-    if cat == "Pd" or ch in "\u2212\u2010\u2011":
-        return "-"
-    if cat == "Zs" or ch in "\u2028\u2029":
-        return " "
-    if ch in "\uff20\ufe6b":
-        return "@"
-    return ch
-
-
-def normalize(text: str) -> str:
-    """Fold the unicode tricks that would hide an entity from ASCII patterns; ASCII text is returned as is."""
-    if text.isascii():
-        return text
-    text = unicodedata.normalize("NFKC", text)
-    if text.isascii():
-        return text
-    return "".join(_fold_char(c) if ord(c) > 127 else c for c in text)
-
+from ..config import PiiEntity
+from .base import Finding
+from .checks import iban_valid, luhn_valid, ssn_valid
 
 # --- validators ------------------------------------------------------------------------------------------------
 
 
 _NON_DIGIT = re.compile(r"\D")
-
-
-def luhn_valid(digits: str) -> bool:
-    """Luhn checksum over a string of ASCII digits (payment card numbers)."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-_IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
-    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
-    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
-    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
-    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
-    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-}  # fmt: skip
-
-
-_IBAN_SEPARATOR = re.compile(r"[\s-]")
 _IBAN_CUT = re.compile(r"[ \-]")
-
-
-def iban_valid(candidate: str) -> bool:
-    """ISO 13616: known country length and (rearranged, letters as 10..35) mod 97 == 1."""
-    iban = _IBAN_SEPARATOR.sub("", candidate).upper()
-    if len(iban) < 15 or not iban[:2].isalpha() or not iban[2:4].isdigit() or not iban.isalnum():
-        return False
-    expected = _IBAN_LENGTHS.get(iban[:2])
-    if expected is not None and len(iban) != expected:
-        return False
-    rearranged = iban[4:] + iban[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return int(number) % 97 == 1
 
 
 def _iban_prefix(candidate: str) -> int:
@@ -116,15 +28,6 @@ def _iban_prefix(candidate: str) -> int:
         if iban_valid(candidate[:cut]):
             return cut
     return 0
-
-
-def ssn_valid(candidate: str) -> bool:
-    """US SSN issuance rules: area not 000/666/9xx, group not 00, serial not 0000."""
-    digits = _NON_DIGIT.sub("", candidate)
-    if len(digits) != 9:
-        return False
-    area, group, serial = digits[:3], digits[3:5], digits[5:]
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
 _DOTTED_QUAD = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
@@ -151,8 +54,18 @@ def ip_valid(candidate: str) -> bool:
 _PHONE_STRUCTURE = re.compile(r"[\s().-]")
 
 
+_DATE_INSIDE = re.compile(
+    r"(?<![0-9])(?:19|20)[0-9]{2}(?:[-./]?)(?:0[1-9]|1[0-2])(?:[-./]?)(?:0[1-9]|[12][0-9]|3[01])(?![0-9])"
+)
+_DECIMAL = re.compile(r"[0-9]+\.[0-9]+")
+
+
 def phone_valid(candidate: str) -> bool:
-    """10-15 digits (E.164 allows 15); bare digit runs only when they look like a national number."""
+    """10-15 digits (E.164 allows 15); bare digit runs only when they look like a national number. Not a number
+    that holds a calendar date ("2025-06-24 14:36" of a log line, "3.1-20221030-2" of a version) or a decimal
+    ("3.14159265358979")."""
+    if _DECIMAL.fullmatch(candidate) is not None or _DATE_INSIDE.search(candidate) is not None:
+        return False
     digits = _NON_DIGIT.sub("", candidate)
     if not 10 <= len(digits) <= 15:
         return False
@@ -199,8 +112,8 @@ _PATTERNS: dict[PiiEntity, tuple[re.Pattern[str], Callable[[str], bool] | None]]
     ),
     PiiEntity.IP_ADDRESS: (
         re.compile(
-            r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])"
-            r"|(?<![\w.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%[A-Za-z0-9]+)?(?![\w:])"
+            r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])"
+            r"|(?<![\w.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%[A-Za-z0-9]+)?(?!\w|:[\w:])"
         ),
         ip_valid,
     ),
@@ -258,7 +171,7 @@ _NUMERIC_STARTS = re.compile(
     r"(?:(?=00[ \-]00[ \-]0000)())?"
 )
 # IPv4: the first '.' is followed by the other three octets; the match starts where the 1-3 digits before it do.
-_IPV4_DOT = re.compile(r"\.(?=[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9.]))")
+_IPV4_DOT = re.compile(r"\.(?=[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9]|\.[0-9]))")
 # IPv6: at least two ':' in the first `(hex{0,4}:){2}`; the match starts where the hex digits before the first do.
 _IPV6_COLON = re.compile(r":(?=[0-9A-Fa-f]{0,4}:)")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -388,10 +301,8 @@ def _email_matches(pattern: re.Pattern[str], text: str) -> list[re.Match[str]]:
     return out
 
 
-def scan(text: str, entities: Iterable[PiiEntity]) -> list[Finding]:
-    """Findings in the normalised `text` for the requested entity kinds, non-overlapping, in text order."""
-    wanted = set(entities)
-    norm = normalize(text)
+def scan_patterns(norm: str, wanted: set[PiiEntity] | frozenset[PiiEntity]) -> list[Finding]:
+    """Findings of the entity patterns in the normalised text `norm`, non-overlapping, in text order."""
     # Cheap gates: most prompts have no '@' and many no digit, so most entities need no work at all.
     has_digit = _ANY_DIGIT.search(norm) is not None
     numeric: dict[PiiEntity, list[int]] | None = None
@@ -420,23 +331,13 @@ def scan(text: str, entities: Iterable[PiiEntity]) -> list[Finding]:
                 if end == start:
                     continue
             elif check is not None and not check(m.group(0)):
-                continue
+                # an IPv6 address before a sentence's colon ("... with fe80::2e15:a548:") matches one ':' too long
+                if not (entity is PiiEntity.IP_ADDRESS and m.group(0).endswith(":") and check(m.group(0)[:-1])):
+                    continue
+                end -= 1
             if any(start < e and s < end for s, e in taken):
                 continue
             taken.append((start, end))
             found.append(Finding(entity, start, end))
     found.sort(key=lambda f: f.start)
     return found
-
-
-def redact(text: str, findings: list[Finding]) -> str:
-    """The normalised text with each finding replaced by ``[REDACTED:<entity>]``."""
-    norm = normalize(text)
-    parts: list[str] = []
-    pos = 0
-    for f in sorted(findings, key=lambda f: f.start):
-        parts.append(norm[pos : f.start])
-        parts.append(f"[REDACTED:{f.entity.value}]")
-        pos = f.end
-    parts.append(norm[pos:])
-    return "".join(parts)
