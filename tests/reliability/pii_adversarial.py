@@ -701,3 +701,24 @@ def to_jsonl_row(req: AdversarialRequest) -> dict[str, Any]:
                     "valid": p.valid, "placement": req.placement, "container": req.container}
                    for p in req.planted],
     }  # fmt: skip
+
+
+def main() -> None:
+    """`python tests/reliability/pii_adversarial.py --out corpus.jsonl`: the corpus as `tiered-router pii-eval` rows."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--values", type=int, default=10_000)
+    ap.add_argument("--decoys", type=int, default=1_000)
+    args = ap.parse_args()
+    with open(args.out, "w") as fh:
+        for req in adversarial_requests(args.values, args.seed):
+            fh.write(json.dumps(to_jsonl_row(req)) + "\n")
+        for i in range(args.decoys):
+            fh.write(json.dumps({"id": f"decoy{i}", "body": decoy_request(i)}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
