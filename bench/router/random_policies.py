@@ -1,10 +1,12 @@
 """Policies written the way a platform team would, measured on CLINC150-domains test + oos_test.
 
-Each seed draws, from CLINC150 `train` only, 75 random utterances per domain (10 routes on the local tier) and 75
+Each CLINC seed draws, from `train` only, 75 random utterances per domain (10 routes on the local tier) and 75
 random `oos_train` utterances (a route to the default tier), sets no threshold (so `auto` derives it from the
 policy's own examples) and measures the policy with the router's own `evaluate` - the code behind
 `tiered-router eval` - on test + oos_test (5,500 utterances). Nothing here is tuned to a seed: the seeds are
-arguments, and the policy-writing code knows nothing about the classifier.
+arguments, and the policy-writing code knows nothing about the classifier. Beside it, the second public intent set
+here (healthcare-routing: 7 routes of 7 train utterances, 6 train utterances with no route): its own train rows as
+the policy, measured on its validation and test rows.
 
 Usage: python bench/router/random_policies.py [--seeds 101 202 303] [--split test|val] [--write-dir DIR]
        [--out bench/router/random_policies.json]
@@ -14,6 +16,7 @@ Usage: python bench/router/random_policies.py [--seeds 101 202 303] [--split tes
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import random
@@ -26,7 +29,7 @@ import yaml
 
 from tiered_router.classify import RouteClassifier
 from tiered_router.encoders import load_encoder
-from tiered_router.evaluate import Sample, config_from_policy, evaluate
+from tiered_router.evaluate import Sample, config_from_policy, evaluate, load_samples
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path("/work/shared/data") if Path("/work/shared/data").exists() else REPO.parent / "shared" / "data"
@@ -69,6 +72,34 @@ def random_policy(seed: int, per_route: int = PER_ROUTE, out_of_scope: int = OUT
         "metadata": {"name": f"clinc150-random-{seed}"},
         "spec": {"tiers": ["slm", "cloud"], "defaultTier": "cloud", "routes": routes},
     }
+
+
+HEALTHCARE = DATA / "healthcare-routing" / "healthcare-routing-evaluation.csv"
+
+
+def healthcare_policy() -> dict[str, Any]:
+    """The healthcare-routing set's own policy: its `train` rows as route examples, the rows with no route on a
+    route to the default tier, no threshold."""
+    by_route: dict[str, list[str]] = {}
+    with HEALTHCARE.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["split"] == "train":
+                by_route.setdefault(row["expected_route"] or "out-of-scope", []).append(row["utterance"])
+    routes = [{"name": name, "tier": "cloud" if name == "out-of-scope" else "slm", "examples": examples}
+              for name, examples in by_route.items()]  # fmt: skip
+    return {"apiVersion": "tiered.dev/v1alpha1", "kind": "RoutingPolicy", "metadata": {"name": "healthcare-routing"},
+            "spec": {"tiers": ["slm", "cloud"], "defaultTier": "cloud", "routes": routes}}  # fmt: skip
+
+
+def healthcare() -> dict[str, Any]:
+    config = config_from_policy(healthcare_policy())
+    clf = RouteClassifier(config, load_encoder(config.classifier.encoder))
+    out: dict[str, Any] = {"calibration": clf.calibration.summary() if clf.calibration else None}
+    for split in ("validation", "test"):
+        result = evaluate(config, load_samples(HEALTHCARE, split), clf)
+        result.pop("per_route")
+        out[split] = result
+    return out
 
 
 def samples(split: str) -> list[Sample]:
@@ -121,6 +152,7 @@ def main() -> int:
         print(json.dumps(run), file=sys.stderr, flush=True)
         runs.append(run)
     out = {
+        "healthcare_routing": healthcare(),
         "protocol": f"{PER_ROUTE} random train utterances per CLINC150 domain + {OUT_OF_SCOPE} random oos_train "
         f"utterances on the default tier, no threshold (auto); measured on {args.split} + oos_{args.split}",
         "targets": {"in_scope": TARGET_IN_SCOPE, "oos_to_default": TARGET_OOS, "decision_p99_ms": TARGET_P99_MS},

@@ -22,8 +22,9 @@ examples at config load:
 
 One threshold is derived for all routes that set none: with tens of out-of-scope examples spread over the routes,
 per-route quantiles are too noisy to beat one shared operating point (measured in docs/router.md). A route's own
-explicit threshold still wins. Without enough out-of-scope examples the rate cannot be estimated at all; the
-derived threshold is then FALLBACK_THRESHOLD and `basis` says why.
+explicit threshold still wins. The unseen-topic rows alone can calibrate a policy with no out-of-scope examples (two
+routes or more); with fewer than MIN_OUT_OF_SCOPE out-of-scope rows in all the rate cannot be estimated, the derived
+threshold is then FALLBACK_THRESHOLD and `basis` says why.
 
 Everything here is deterministic (fixed folds, deterministic training), so the same policy gives the same
 thresholds wherever it is computed: the router at load, `tiered-router calibrate`, and `tiered explain`.
@@ -42,7 +43,7 @@ I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 
 FALLBACK_THRESHOLD = 0.5  # the previous fixed default, used when the policy cannot be calibrated
-MIN_OUT_OF_SCOPE = 10  # fewer held-out out-of-scope examples cannot estimate an 85 % rate to a useful precision
+MIN_OUT_OF_SCOPE = 10  # fewer out-of-scope rows (examples + unseen-topic rows) cannot estimate an 85 % rate
 MIN_IN_SCOPE = 2
 CURVE_POINTS = 21  # rows of the printed curve (every threshold is considered when choosing)
 
@@ -134,11 +135,11 @@ def calibrate(
     ins, oos = _split(held)
     n_in, n_oos = int(ins.sum()), int(oos.sum())
     n_unseen = int(held.unseen.sum()) if held.unseen is not None else 0
-    if n_oos - n_unseen < min_out_of_scope or n_in < MIN_IN_SCOPE:
+    if n_oos < min_out_of_scope or n_in < MIN_IN_SCOPE:
         why = (
-            f"fallback: {n_oos - n_unseen} out-of-scope examples (routes on the default tier or defaultExamples), "
-            f"at least {min_out_of_scope} needed"
-            if n_oos - n_unseen < min_out_of_scope
+            f"fallback: {n_oos - n_unseen} out-of-scope examples (routes on the default tier or defaultExamples) "
+            f"and {n_unseen} in-scope examples scored without their route, at least {min_out_of_scope} needed"
+            if n_oos < min_out_of_scope
             else f"fallback: {n_in} in-scope examples, at least {MIN_IN_SCOPE} needed"
         )
         return Calibration(FALLBACK_THRESHOLD, target, why, n_in, n_oos - n_unseen)

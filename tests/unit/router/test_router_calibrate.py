@@ -83,7 +83,7 @@ def test_too_few_out_of_scope_examples_fall_back_and_say_why() -> None:
     h = held([[0.9, 0.1], [0.2, 0.1]], [0, 1], [False, True])
     cal = calibrate(h, 0.85, 0.0, 1.0)
     assert not cal.calibrated and cal.threshold == FALLBACK_THRESHOLD
-    assert "1 out-of-scope examples" in cal.basis
+    assert "1 out-of-scope examples" in cal.basis and "at least 10 needed" in cal.basis
 
 
 def test_folds_spread_every_route_over_every_fold() -> None:
@@ -133,12 +133,22 @@ def test_explicit_thresholds_still_win() -> None:
     assert fixed.thresholds == [0.3] * 4 and fixed.threshold_sources == ["policy"] * 4
 
 
-def test_without_out_of_scope_examples_auto_falls_back() -> None:
+def test_without_out_of_scope_examples_the_unseen_topic_rows_calibrate_alone() -> None:
     config = policy()
-    config = config.model_copy(update={"routes": config.routes[:3]})
-    clf = classifier(config)
+    clf = classifier(config.model_copy(update={"routes": config.routes[:3]}))
+    cal = clf.calibration
+    assert cal is not None and cal.calibrated, cal
+    assert cal.out_of_scope_examples == 0 and cal.unseen_topic_examples == 36
+    assert cal.out_of_scope is not None and cal.out_of_scope >= 0.85
+
+
+def test_a_policy_too_small_to_estimate_the_rate_falls_back_and_says_why() -> None:
+    config = policy()
+    tiny = [r.model_copy(update={"examples": r.examples[:2]}) for r in config.routes[:2]]
+    clf = classifier(config.model_copy(update={"routes": tiny}))
     assert clf.calibration is not None and not clf.calibration.calibrated
-    assert clf.thresholds == [FALLBACK_THRESHOLD] * 3
+    assert "4 in-scope examples scored without their route" in clf.calibration.basis
+    assert clf.thresholds == [FALLBACK_THRESHOLD] * 2
 
 
 def test_held_out_scores_are_computed_without_the_example_itself() -> None:
