@@ -75,7 +75,7 @@ def _detect(norm: str, wanted: frozenset[PiiEntity], strict: bool, depth: int) -
     found = scan_patterns(text, wanted - STRICT_SUPERSEDED if strict else wanted)
     zeros = lower.translate(ZERO_DIGITS)
     found += scan_digit_runs(text, lower, zeros, wanted, strict)
-    tokens = candidates(text)
+    tokens = candidates(text, lower)
     found += scan_tokens(text, lower, tokens, wanted, strict)
     if PiiEntity.EMAIL in wanted:
         found += scan_obfuscated_emails(lower, strict)

@@ -131,23 +131,23 @@ class Token:
     text: str
 
 
-def candidates(text: str) -> list[Token]:
+def candidates(text: str, lower: str | None = None) -> list[Token]:
     """Runs of 8+ token characters that are not plain words (what every token rule starts from). A plain lowercase
-    word counts only right after ':' or '=' ("password = correcthorsebattery")."""
+    word or identifier counts only with a vendor prefix ("akiaqkqkgkddxwffd", a lowercased AKIA key) or right after
+    ':' or '=' ("password = correcthorsebattery")."""
+    if lower is None:
+        lower = text.lower()
     out = []
     r = rules()
-    heads = r.heads
+    heads, prefixes = r.heads, r.prefixes
     kinds = text.translate(_KIND)
     for m in _CANDIDATE.finditer(text.translate(_SHAPE)):
         s, e = m.span()
-        if kinds.find("X", s + 1, e) == -1:
-            # a word or lowercase identifier ("kubernetes.", "Quarterly", "key_name", "std::vector"): a candidate
-            # only with a vendor prefix ("akiaqkqkgkddxwffd", a lowercased AKIA key) or right after ':' or '='
-            before = text[max(0, s - 2) : s]
-            if ":" not in before and "=" not in before:
-                low = text[s:e].lower()
-                if low[:2] not in heads or not low.startswith(r.prefixes):
-                    continue
+        if kinds.find("X", s + 1, e) == -1:  # "kubernetes.", "Quarterly", "key_name", "std::vector"
+            if lower[s : s + 2] in heads and lower.startswith(prefixes, s):
+                pass
+            elif s == 0 or (lower[s - 1] not in ":=" and (s == 1 or lower[s - 2] not in ":=")):
+                continue
         out.append(Token(s, e, text[s:e]))
     return out
 

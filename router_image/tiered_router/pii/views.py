@@ -161,14 +161,15 @@ _SPELLED_DIGITS = re.compile(
     r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)(?:[\s,.\-]+(?:zero|oh|o|nil|one|two|three|four|"
     r"five|six|seven|eight|nine|[0-9]+))+\b"
 )
-# Five of the ten words: nine spelled digits hold none of them with probability 0.5^9 (0.2 %).
-_NUMBER_WORDS = ("one", "two", "four", "five", "nine")
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero")
 
 
 def _count_number_words(lower: str) -> int:
     total = 0
     for word in _NUMBER_WORDS:
         total += lower.count(word)
+        if total >= 7:
+            break
     return total
 
 
@@ -211,8 +212,8 @@ def decoded_views(text: str, lower: str, tokens: list[Token]) -> Iterator[tuple[
         if plain is not None:
             budget -= len(plain)
             yield tok.start, tok.end, plain
-    # number words: "four one one one ..." (gate: a few digit words at all; each count is a C loop)
-    if _count_number_words(lower) >= 3:
+    # number words: "four one one one ..." (gate: seven digit words at all, as a 7+ digit value needs; C loops)
+    if _count_number_words(lower) >= 7:
         for m in _SPELLED_DIGITS.finditer(lower):
             digits = "".join(_DIGIT_WORDS.get(w, w) for w in _SPELLED_WORD.findall(m.group()))
             if len(digits) >= 7:
