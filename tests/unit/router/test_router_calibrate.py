@@ -176,3 +176,20 @@ def test_in_scope_examples_are_scored_again_as_unseen_topics(encoder: str) -> No
     assert np.all(rows[np.arange(36), left_out] == -1.0)  # the route left out can never win
     cal = clf.calibration
     assert cal is not None and cal.unseen_topic_examples == 36 and cal.out_of_scope_examples == 20
+
+
+def test_explain_shows_the_derived_threshold_its_source_and_the_calibration() -> None:
+    from tiered_operator.views import render_explanation
+    from tiered_router.explain import explain
+
+    config = policy()
+    out = explain("is it going to snow this weekend", config)
+    cal = out["calibration"]
+    assert cal["basis"] == "cross-validated" and cal["targetOutOfScopeRate"] == 0.85
+    assert {s["thresholdSource"] for s in out["scores"]} == {"auto"}
+    assert all(s["threshold"] == cal["threshold"] for s in out["scores"])
+    text = render_explanation(out)
+    assert f"auto threshold: {cal['threshold']} (cross-validated" in text and "(auto)" in text
+    fixed = explain("is it going to snow this weekend", policy(defaultThreshold=0.3))
+    assert fixed["calibration"] is None and {s["thresholdSource"] for s in fixed["scores"]} == {"policy"}
+    assert "auto threshold" not in render_explanation(fixed)
