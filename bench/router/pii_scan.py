@@ -130,14 +130,16 @@ def measure_decide(texts: dict[str, str], before: ModuleType, reps: int) -> dict
                 text=text, model="auto", input_tokens=old_req.input_tokens, segments=(Segment(text, "messages:user"),)
             )
             times: dict[str, list[int]] = {"before": [], "after": []}
+            cpu: dict[str, list[int]] = {"before": [], "after": []}  # this thread's CPU time: steadier under load
             for i in range(reps + 5):
                 for which in ("before", "after"):
                     decision.scan = old_scan if which == "before" else real_scan  # type: ignore[assignment]
                     req = old_req if which == "before" else new_req
-                    t0 = time.perf_counter_ns()
+                    t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
                     decision.decide(config, clf, req)
                     if i >= 5:
                         times[which].append(time.perf_counter_ns() - t0)
+                        cpu[which].append(time.thread_time_ns() - c0)
             decision.scan = real_scan
             alone: list[int] = []
             for i in range(reps + 5):
@@ -149,6 +151,8 @@ def measure_decide(texts: dict[str, str], before: ModuleType, reps: int) -> dict
                 "before": _summary(times["before"]),
                 "after": _summary(times["after"]),
                 "after_alone": _summary(alone),
+                "cpu_before": _summary(cpu["before"]),
+                "cpu_after": _summary(cpu["after"]),
                 "pii_after": list(decision.decide(config, clf, new_req).pii),
             }
     finally:
