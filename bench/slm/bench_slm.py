@@ -239,15 +239,16 @@ SERVERS: dict[str, tuple[str, ...]] = {
 }
 
 
-async def server_vs_direct(model: Path, threads: int, ctx: int, rounds: int, max_tokens: int) -> dict[str, Any]:
-    """Rounds of back-to-back runs (direct and each server variant) in rotating order.
+async def server_vs_direct(model: Path, threads: int, ctx: int, rounds: int, max_tokens: int,
+                           variants: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Rounds of back-to-back runs (direct and each server variant, `SERVERS` by default) in rotating order.
 
     Same model file, thread count, context size and batch size on every side, all warmed up first. Each round
     yields a ratio of decode tokens/s and a difference of time to first visible text per server; the medians
     of those per-round figures are the result (the machine's load drifts between rounds, far less within one).
     """
     llm = load_llama(model, n_ctx=ctx, threads=threads)
-    servers = {name: start_server(model, threads, ctx, extra) for name, extra in SERVERS.items()}
+    servers = {name: start_server(model, threads, ctx, extra) for name, extra in (variants or SERVERS).items()}
     # The default server once more, called through the router's upstream client (see server_run_router_client).
     clients = {**{name: name for name in servers}, ROUTER_CLIENT_SIDE: "server"}
     runs: dict[str, list[dict[str, float]]] = {"direct": [], **{side: [] for side in clients}}

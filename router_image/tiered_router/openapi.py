@@ -17,11 +17,13 @@ from .config import RouterConfig
 OPENAPI_VERSION = "3.1.0"
 
 _ERROR_STATUSES = {
-    "400": "Malformed JSON or fields, a policy that rejects PII, or an upstream's own 400 (relayed).",
+    "400": "Malformed JSON or fields, a policy that rejects PII, no tier the request may reach can serve what it "
+    "uses (tools, logprobs, context), or an upstream's own 400 (relayed).",
     "403": "Pinning a tier the policy does not allow, or no tier may serve the request under residency.",
     "404": "`model` (or the override header) names no route or tier.",
     "413": "The body exceeds the policy's maxBodyBytes.",
-    "429": "The monthly budget is exhausted and the policy rejects cloud-bound requests.",
+    "429": "The monthly budget is exhausted and the policy rejects cloud-bound requests, or a local tier stayed "
+    "busy for a request that may not leave (its own 429, with Retry-After).",
     "502": "Every allowed tier failed (5xx or protocol error); the reason names each attempt.",
     "503": "Every allowed tier was unreachable or its circuit was open, or the router has no valid config yet.",
     "504": "Every allowed tier timed out.",
