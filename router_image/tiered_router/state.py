@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class RouterState:
 
     config: RouterConfig
     classifier: RouteClassifier
+    classifier_key: str
     config_hash: str
     api_keys: dict[str, str]
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -86,9 +88,27 @@ def _breaker_key(tier: TierConfig) -> str:
     return f"{tier.name}|{tier.base_url}"
 
 
+def classifier_key(config: RouterConfig) -> str:
+    """What a RouteClassifier is built from: the routes, the classifier settings and the default tier (routes on
+    it are the out-of-scope examples). Nothing else in the config changes its answers."""
+    inputs = {
+        "routes": [r.model_dump(mode="json") for r in config.routes],
+        "classifier": config.classifier.model_dump(mode="json"),
+        "default_tier": config.default_tier,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
 def build_state(config: RouterConfig, text: str, previous: RouterState | None = None) -> RouterState:
-    """A new state for `config`; breakers of unchanged upstreams carry over so a reload does not reset them."""
-    classifier = RouteClassifier(config, load_encoder(config.classifier.encoder))
+    """A new state for `config`. What did not change carries over: breakers of unchanged upstreams (a reload must
+    not reset them) and the classifier when its inputs are the same, because building one encodes every example and
+    trains (and, with auto thresholds, calibrates) the head: seconds of CPU that a budget flip or a price edit must
+    not cost."""
+    inputs_key = classifier_key(config)
+    if previous is not None and previous.classifier_key == inputs_key:
+        classifier = previous.classifier
+    else:
+        classifier = RouteClassifier(config, load_encoder(config.classifier.encoder))
     breakers: dict[str, CircuitBreaker] = {}
     cb = config.circuit_breaker
     for tier in config.tiers:
@@ -104,6 +124,7 @@ def build_state(config: RouterConfig, text: str, previous: RouterState | None = 
     return RouterState(
         config=config,
         classifier=classifier,
+        classifier_key=inputs_key,
         config_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
         api_keys=api_keys,
         breakers=breakers,
