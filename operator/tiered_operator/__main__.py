@@ -12,8 +12,10 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from tiered_operator.settings import OperatorSettings
 
 DEFAULT_PEERING = "tiered-operator"
 
@@ -51,41 +53,21 @@ def ensure_peering(name: str, namespaces: Sequence[str]) -> bool:
     kopf only pauses a replica through an existing peering object, so two replicas without one would both
     reconcile; creating it here (idempotently) makes `--replicas 2` safe out of the box.
     """
-    import kubernetes
-
     from tiered_operator.handlers.startup import load_client_config
+    from tiered_operator.kube import Kube
 
     load_client_config()
-    api = kubernetes.client.CustomObjectsApi()
-    conflict_or_exists = (409,)
-    try:
-        if not namespaces:
-            body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
-            api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
-        for ns in namespaces:
-            body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": name, "namespace": ns}}
-            try:
-                api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", body)
-            except kubernetes.client.ApiException as exc:
-                if exc.status not in conflict_or_exists:
-                    raise
-    except kubernetes.client.ApiException as exc:
-        if exc.status in conflict_or_exists:
-            return True
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    return Kube().ensure_peering(name, list(namespaces))
 
 
-def drop_unserved_admission_handlers(registry: Any, env: Mapping[str, str]) -> int:
+def drop_unserved_admission_handlers(registry: Any, settings: OperatorSettings) -> int:
     """Unregister validating handlers when no webhook server is configured; returns how many were dropped.
 
     The residency webhook is optional (served only with TIERED_WEBHOOK_PORT), but kopf refuses to run at all
     when admission handlers exist without a server. Without the webhook, status conditions and the router
     config still enforce residency (docs/residency.md), so the operator runs rather than crash-loops.
     """
-    if env.get("TIERED_WEBHOOK_PORT", "").strip():
+    if settings.webhook is not None:
         return 0
     webhooks = getattr(registry, "_webhooks", None)
     handlers = getattr(webhooks, "_handlers", None)
@@ -102,12 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.resync_seconds is not None:
         os.environ["TIERED_RESYNC_SECONDS"] = str(args.resync_seconds)
-    namespaces = list(args.namespace) or [
-        n.strip() for n in os.environ.get("TIERED_WATCH_NAMESPACES", "").split(",") if n.strip()
-    ]
+    namespaces = list(args.namespace) or list(OperatorSettings.from_env().namespaces)
     if args.all_namespaces:
         namespaces = []
-    # One scope for every handler module, including those that read it from the environment (residency).
+    # The scope the command line chose is the one the startup handler reads (OperatorSettings.from_env).
     os.environ["TIERED_WATCH_NAMESPACES"] = ",".join(namespaces)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -122,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tiered_operator.handlers  # noqa: F401  (registers every handler)
 
     log = logging.getLogger("tiered_operator")
-    dropped = drop_unserved_admission_handlers(kopf.get_default_registry(), os.environ)
+    dropped = drop_unserved_admission_handlers(kopf.get_default_registry(), OperatorSettings.from_env())
     if dropped:
         log.info("admission webhook not configured (TIERED_WEBHOOK_PORT): %d validating handlers inactive", dropped)
     priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)

@@ -39,6 +39,7 @@ LABEL_COMPONENT: Final = f"{GROUP}/component"
 """Value: one of the COMPONENT_* constants below."""
 COMPONENT_SLM: Final = "slm"
 COMPONENT_ROUTER: Final = "router"
+"""Router ConfigMaps, and the pods and Service of a RoutingPolicy's gateway router (`spec.router.mode: gateway`)."""
 COMPONENT_NETWORK: Final = "network"
 
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"

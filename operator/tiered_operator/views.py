@@ -68,8 +68,29 @@ def policy_rows(policies: Iterable[Mapping[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _find(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    for cond in obj.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def not_ready_lines(objects: Iterable[Mapping[str, Any]], kind: str) -> list[str]:
+    """Why each object that is not Ready is not: the reason and message of its Ready condition."""
+    lines = []
+    for obj in sorted(objects, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
+        ready = _find(obj, "Ready")
+        if ready.get("status") == "True":
+            continue
+        meta = obj["metadata"]
+        why = f"{ready.get('reason') or 'Unknown'}: {ready.get('message') or 'no status reported yet'}"
+        lines.append(f"  {kind} {meta['namespace']}/{meta['name']}: {why}")
+    return lines
+
+
 def render_status(tiers: Sequence[Mapping[str, Any]], policies: Sequence[Mapping[str, Any]]) -> str:
-    """The `tiered status` tables: tiers (P95 vs SLO, replicas) and policies (spend, local share)."""
+    """The `tiered status` tables: tiers (P95 vs SLO, replicas) and policies (spend, local share), then why
+    anything not ready is not (the Ready condition's reason and message)."""
     tier_header = ["NAMESPACE", "TIER", "BACKEND", "READY", "REPLICAS", "P95", "SLO", "SLO-MET", "RESIDENCY-OK"]
     pol_header = ["NAMESPACE", "POLICY", "DEFAULT", "READY", "BUDGET-OK", "LOCAL-SHARE", "SPEND (MTD)", "AVOIDED"]
     parts = [
@@ -77,6 +98,9 @@ def render_status(tiers: Sequence[Mapping[str, Any]], policies: Sequence[Mapping
         "",
         _table(pol_header, policy_rows(policies)) if policies else "No RoutingPolicies found.",
     ]
+    why = not_ready_lines(tiers, "InferenceTier") + not_ready_lines(policies, "RoutingPolicy")
+    if why:
+        parts += ["", "Not ready:", *why]
     return "\n".join(parts)
 
 

@@ -65,16 +65,18 @@ def _many(verbs: str, group: str, resource: str, why: str, **kw: Any) -> list[Ac
 
 TIERED = "tiered.dev"
 NEEDED: list[Access] = [
-    *_many("list watch patch", TIERED, "inferencetiers", "kopf watches; finalizer; residency annotation"),
+    *_many("list watch patch", TIERED, "inferencetiers", "kopf watches; finalizer of autoscaled tiers"),
     Access("get", TIERED, "inferencetiers", why="autoscale.AutoscalerKube.cloud_tiers, index audit"),
     Access("get", TIERED, "routingpolicies", why="index audit: confirm a policy is gone"),
     *[Access("get", g, r, why="index audit: confirm a child is gone")
-      for g, r in (("apps", "deployments"), ("", "services"), ("", "configmaps"))],
+      for g, r in (("apps", "deployments"), ("", "services"), ("", "configmaps"),
+                   ("networking.k8s.io", "networkpolicies"), ("policy", "poddisruptionbudgets"))],
     *[Access("list", g, r, namespaced=False, why="index audit: one cluster-wide metadata LIST per kind")
       for g, r in ((TIERED, "inferencetiers"), (TIERED, "routingpolicies"), ("apps", "deployments"),
-                   ("", "services"), ("", "configmaps"))],
-    *_many("list watch patch", TIERED, "routingpolicies", "kopf watches; finalizer; residency annotation"),
-    Access("patch", TIERED, "inferencetiers", "status", why="Kube.apply_status, residency apply_condition"),
+                   ("", "services"), ("", "configmaps"), ("networking.k8s.io", "networkpolicies"),
+                   ("policy", "poddisruptionbudgets"))],
+    *_many("list watch patch", TIERED, "routingpolicies", "kopf watches; finalizer (budget daemon)"),
+    Access("patch", TIERED, "inferencetiers", "status", why="Kube.apply_status (reconciler, autoscaler)"),
     Access("patch", TIERED, "routingpolicies", "status", why="Kube.apply_status, budget loop"),
     Access("update", TIERED, "inferencetiers", "finalizers", why="ownerReferences blockOwnerDeletion"),
     Access("update", TIERED, "routingpolicies", "finalizers", why="ownerReferences blockOwnerDeletion"),
@@ -84,10 +86,13 @@ NEEDED: list[Access] = [
     *_many("list watch create patch delete", "", "services", "index + SSA + cloud switch"),
     *_many("list watch create patch delete", "", "configmaps", "index + SSA (router config)"),
     *_many("list watch create patch delete", "networking.k8s.io", "networkpolicies", "residency network rules"),
-    *_many("list create patch delete", "cilium.io", "ciliumnetworkpolicies", "FQDN egress where Cilium runs"),
+    *_many("list watch create patch delete", "policy", "poddisruptionbudgets", "gateway routers"),
+    *_many("list watch", "", "pods", "why a tier is not ready: the pod index"),
+    *_many("list watch", "", "events", "why a tier is not ready: kubelet Warning events about our pods"),
+    *_many("list watch create patch delete", "cilium.io", "ciliumnetworkpolicies", "FQDN egress where Cilium runs"),
     Access("get", "", "secrets", why="Kube.get_secret: cloud tier key validation"),
     Access("create", "", "events", why="Kube.event and kopf's own events"),
-    *_many("list watch patch create", "kopf.dev", "kopfpeerings", "kopf peering, ensure_peering"),
+    *_many("get list watch patch create", "kopf.dev", "kopfpeerings", "kopf peering, ensure_peering, resync loop"),
     *_many("get list watch", "", "namespaces", "residency labels", namespaced=False),
     *_many("list watch", "apiextensions.k8s.io", "customresourcedefinitions", "kopf scanning", namespaced=False),
     Access("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", namespaced=False,
@@ -98,12 +103,13 @@ NEEDED: list[Access] = [
            why="kopf's mutating configuration manager creates its (empty) configuration too"),
     Access("patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", name=WEBHOOK_CONFIG,
            namespaced=False, why="kopf's mutating configuration manager"),
-    *_many("list watch patch create", "kopf.dev", "clusterkopfpeerings", "kopf peering", namespaced=False),
+    *_many("get list watch patch create", "kopf.dev", "clusterkopfpeerings", "kopf peering, resync loop",
+           namespaced=False),
 ]  # fmt: skip
 
 FORBIDDEN: list[Access] = [
     *_many("list watch create update patch delete deletecollection", "", "secrets", "secrets beyond one get"),
-    *_many("get list create delete", "", "pods", "no pod access at all"),
+    *_many("get create update patch delete deletecollection", "", "pods", "pods: list/watch only"),
     Access("create", "", "pods", "exec"),
     Access("create", "", "pods", "attach"),
     Access("create", "", "pods", "portforward"),
@@ -192,29 +198,33 @@ TYPED_CALLS: dict[str, tuple[str, str, str]] = {
     "read_namespaced_deployment": ("get", "apps", "deployments"),
     "read_namespaced_service": ("get", "", "services"),
     "read_namespaced_config_map": ("get", "", "configmaps"),
+    "patch_namespaced_network_policy": ("patch", "networking.k8s.io", "networkpolicies"),
+    "delete_namespaced_network_policy": ("delete", "networking.k8s.io", "networkpolicies"),
+    "read_namespaced_network_policy": ("get", "networking.k8s.io", "networkpolicies"),
+    "list_network_policy_for_all_namespaces": ("list", "networking.k8s.io", "networkpolicies"),
+    "patch_namespaced_pod_disruption_budget": ("patch", "policy", "poddisruptionbudgets"),
+    "delete_namespaced_pod_disruption_budget": ("delete", "policy", "poddisruptionbudgets"),
+    "read_namespaced_pod_disruption_budget": ("get", "policy", "poddisruptionbudgets"),
+    "list_pod_disruption_budget_for_all_namespaces": ("list", "policy", "poddisruptionbudgets"),
 }
 # Generic calls whose resource is an argument: the plurals each is used with (read from the call sites).
 CUSTOM_CALLS: dict[str, list[tuple[str, str, str]]] = {
-    "get_namespaced_custom_object": [("get", TIERED, "inferencetiers"), ("get", TIERED, "routingpolicies")],
+    "get_namespaced_custom_object": [("get", TIERED, "inferencetiers"), ("get", TIERED, "routingpolicies"),
+                                     ("get", "kopf.dev", "kopfpeerings")],
+    "get_cluster_custom_object": [("get", "kopf.dev", "clusterkopfpeerings")],
     "list_cluster_custom_object": [("list", TIERED, "inferencetiers"), ("list", TIERED, "routingpolicies")],
-    "list_namespaced_custom_object": [("list", TIERED, "inferencetiers"), ("list", TIERED, "routingpolicies"),
-                                      ("list", "networking.k8s.io", "networkpolicies"),
-                                      ("list", "cilium.io", "ciliumnetworkpolicies")],
-    "patch_namespaced_custom_object": [("patch", TIERED, "inferencetiers"), ("patch", TIERED, "routingpolicies"),
-                                       ("patch", "networking.k8s.io", "networkpolicies"),
-                                       ("create", "networking.k8s.io", "networkpolicies"),
-                                       ("patch", "cilium.io", "ciliumnetworkpolicies"),
+    "patch_namespaced_custom_object": [("patch", "cilium.io", "ciliumnetworkpolicies"),
                                        ("create", "cilium.io", "ciliumnetworkpolicies")],
     "patch_namespaced_custom_object_status": [("patch", TIERED, "inferencetiers/status"),
                                               ("patch", TIERED, "routingpolicies/status")],
-    "delete_namespaced_custom_object": [("delete", "networking.k8s.io", "networkpolicies"),
-                                        ("delete", "cilium.io", "ciliumnetworkpolicies")],
+    "delete_namespaced_custom_object": [("delete", "cilium.io", "ciliumnetworkpolicies")],
     "create_namespaced_custom_object": [("create", "kopf.dev", "kopfpeerings")],
     "create_cluster_custom_object": [("create", "kopf.dev", "clusterkopfpeerings")],
     "get_api_resources": [],  # discovery: allowed to every authenticated user
 }  # fmt: skip
 API_CLASSES = (kubernetes.client.CoreV1Api, kubernetes.client.AppsV1Api, kubernetes.client.CustomObjectsApi,
-               kubernetes.client.NetworkingV1Api, kubernetes.client.RbacAuthorizationV1Api,
+               kubernetes.client.NetworkingV1Api, kubernetes.client.PolicyV1Api,
+               kubernetes.client.RbacAuthorizationV1Api,
                kubernetes.client.ApiextensionsV1Api, kubernetes.client.AdmissionregistrationV1Api)  # fmt: skip
 CALL = re.compile(r"\.((?:read|list|create|patch|replace|delete|get|connect)_[a-z0-9_]+)\b")
 

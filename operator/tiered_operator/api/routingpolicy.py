@@ -242,9 +242,17 @@ class Router(ApiModel):
 
     mode: RouterMode = Field(
         default="sidecar",
-        description="sidecar: a router container in each local tier pod; gateway: a separate router Deployment.",
+        description="sidecar: a router container in each local tier pod of the policy; gateway: a router "
+        "Deployment of its own (`<policy>-gateway`: Deployment, Service, PodDisruptionBudget) that sends requests to "
+        "the local tiers' Services.",
     )
-    replicas: int = Field(default=2, ge=1, le=100, description="Router replicas in gateway mode.")
+    replicas: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Gateway mode: router pods (a PodDisruptionBudget keeps all but one through a node drain). "
+        "Sidecar mode: unused (one router per local tier pod).",
+    )
     resources: ResourceRequirements | None = Field(default=None, description="Router container resources.")
 
 
@@ -322,6 +330,12 @@ class RoutingPolicyStatus(ApiModel):
     )
     config_hash: str | None = Field(
         default=None, max_length=128, description="Hash of the router config rendered from this policy."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Gateway mode: the gateway router's OpenAI base URL inside the cluster (point the openai SDK "
+        "here). Sidecar mode: absent (each local tier's Service serves the policy).",
     )
     local_share: str | None = Field(
         default=None,

@@ -18,6 +18,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 CONDITION_BUDGET_OK = "BudgetOK"
+BUDGET_STATUS_KEYS = frozenset({"monthToDateUSD", "avoidedUSD", "localShare", "routeThresholds"})
+"""Status fields of a RoutingPolicy the budget loop owns (besides its BudgetOK condition)."""
 REASON_WITHIN_BUDGET = "WithinBudget"
 REASON_NO_BUDGET = "NoBudget"
 REASON_EXHAUSTED = "BudgetExhausted"

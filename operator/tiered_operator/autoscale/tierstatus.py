@@ -126,16 +126,5 @@ def tier_status(
     return status
 
 
-def status_differs(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
-    """True when applying ``desired`` would change the stored status (so steady state writes nothing)."""
-    existing = existing or {}
-    for key, value in desired.items():
-        if key == "conditions":
-            for cond in value:
-                old = next((c for c in existing.get("conditions") or [] if c.get("type") == cond["type"]), None)
-                fields = ("status", "reason", "message", "observedGeneration")
-                if old is None or any(old.get(f) != cond.get(f) for f in fields):
-                    return True
-        elif existing.get(key) != value:
-            return True
-    return "p95Ms" in existing and "p95Ms" not in desired
+AUTOSCALER_STATUS_KEYS = frozenset({"p95Ms", "lastScaleTime", "lastScaleReason"})
+"""Status fields of an InferenceTier the autoscaler owns (besides its SLOMet condition)."""

@@ -4,13 +4,14 @@ Each module is imported explicitly (not discovered), so a newcomer sees here eve
 """
 
 from tiered_operator.handlers import (
+    admission,
     autoscale,
     children,
     indexes,
+    namespaces,
     policies,
-    residency,
     startup,
     tiers,
 )
 
-__all__ = ["autoscale", "children", "indexes", "policies", "residency", "startup", "tiers"]
+__all__ = ["admission", "autoscale", "children", "indexes", "namespaces", "policies", "startup", "tiers"]

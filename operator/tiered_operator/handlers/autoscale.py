@@ -35,16 +35,17 @@ from tiered_operator.autoscale import promql
 from tiered_operator.autoscale.algorithm import Recommendation, ScaleDecision, TierMetrics, desired_replicas
 from tiered_operator.autoscale.prometheus import MetricsUnavailableError, PrometheusMetrics, PrometheusSettings
 from tiered_operator.autoscale.tierstatus import (
+    AUTOSCALER_STATUS_KEYS,
     AutoscaleTarget,
     autoscale_target,
     slo_condition,
-    status_differs,
     tier_status,
 )
 from tiered_operator.handlers.runtime import reconciler
+from tiered_operator.handlers.state import autoscaled
 from tiered_operator.kube import Kube
 from tiered_operator.reconcile import naming
-from tiered_operator.reconcile.conditions import Condition, merge_conditions, transitions
+from tiered_operator.reconcile.conditions import Condition, merge_conditions, status_differs, transitions
 from tiered_operator.reconcile.status import route_thresholds_status
 from tiered_operator.settings import OperatorSettings
 
@@ -61,31 +62,18 @@ BUDGET_INTERVAL_SECONDS = 60.0
 
 @dataclass
 class AutoscalerKube:
-    """The autoscaler's Kubernetes calls, through the operator's `Kube` (the one writer, which counts writes)
-    constructed with the autoscaler's field manager, plus the one read `Kube` does not offer."""
+    """The autoscaler's Kubernetes calls, through the operator's one `Kube` writing as ``tiered-autoscaler``."""
 
     kube: Kube
 
     @classmethod
     def sharing(cls, operator_kube: Kube) -> AutoscalerKube:
-        """A `Kube` on the operator's connection pool, writing as ``tiered-autoscaler``."""
-        return cls(
-            Kube(
-                field_manager=labels.AUTOSCALER_FIELD_MANAGER,
-                api_client=operator_kube.api,
-                reporting_instance=operator_kube.reporting_instance,
-            )
-        )
+        """The operator's client (its connection pool and write counter), writing as ``tiered-autoscaler``."""
+        return cls(operator_kube.as_manager(labels.AUTOSCALER_FIELD_MANAGER))
 
     def deployment_replicas(self, namespace: str, name: str) -> int | None:
         """``spec.replicas`` of the Deployment's scale subresource, None when the Deployment does not exist."""
-        try:
-            scale = self.kube.apps.read_namespaced_deployment_scale(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return int(scale.spec.replicas or 0) if scale.spec is not None else 0
+        return self.kube.deployment_replicas(namespace, name)
 
     def cloud_tiers(self, namespace: str, names: Sequence[str]) -> list[str]:
         """Which of ``names`` are InferenceTiers with ``backend: cloud`` (absent tiers are skipped)."""
@@ -105,7 +93,7 @@ class AutoscalerKube:
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Set ``spec.replicas`` through the scale subresource under the autoscaler's field manager."""
-        self.kube.scale_deployment(namespace, name, replicas, self.kube.field_manager)
+        self.kube.scale_deployment(namespace, name, replicas)
 
     def apply_status(self, plural: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Server-side apply of the autoscaler's status slice: only these fields change, and the conditions
@@ -150,15 +138,15 @@ def evaluate_tier(
             metrics = prometheus.tier_metrics(target.selector, target.metric, target.window)
         except MetricsUnavailableError as exc:
             error = str(exc)
-    decision = desired_replicas(
-        current, metrics or TierMetrics(None, None), target.policy, now=now, history=history
-    )
+    decision = desired_replicas(current, metrics or TierMetrics(None, None), target.policy, now=now, history=history)
     log.info("tier %s/%s: %s (%s)", target.namespace, target.name, decision.reason.value, decision.message)
 
     if decision.changed:
         kube.scale_deployment(target.namespace, target.deployment, decision.desired)
         kube.event(
-            tier_obj, "Normal", decision.reason.value,
+            tier_obj,
+            "Normal",
+            decision.reason.value,
             f"Scaled Deployment {target.deployment} from {decision.current} to {decision.desired} replicas: "
             f"{decision.message}",
         )
@@ -167,10 +155,15 @@ def evaluate_tier(
     generation = int((tier_obj.get("metadata") or {}).get("generation") or 0)
     condition = slo_condition(metrics, target.policy.slo_p95_ms, error)
     desired_status = tier_status(
-        status, condition=condition, metrics=metrics, decision=decision, scaled=decision.changed,
-        generation=generation, now=_rfc3339(now),
+        status,
+        condition=condition,
+        metrics=metrics,
+        decision=decision,
+        scaled=decision.changed,
+        generation=generation,
+        now=_rfc3339(now),
     )
-    if status_differs(status, desired_status):
+    if status_differs(status, desired_status, AUTOSCALER_STATUS_KEYS):
         kube.apply_status(
             labels.PLURAL_INFERENCE_TIERS, labels.KIND_INFERENCE_TIER, target.namespace, target.name, desired_status
         )
@@ -235,7 +228,7 @@ def evaluate_budget(
             slice_[key] = value
         elif status.get(key) is not None:
             slice_[key] = status[key]
-    if status_differs(status, slice_):
+    if status_differs(status, slice_, budget_math.BUDGET_STATUS_KEYS):
         kube.apply_status(labels.PLURAL_ROUTING_POLICIES, labels.KIND_ROUTING_POLICY, namespace, name, slice_)
     for changed in transitions(status.get("conditions"), slice_["conditions"]):
         kind = "Normal" if changed["status"] == "True" else "Warning"
@@ -264,13 +257,14 @@ def _prometheus(settings: OperatorSettings) -> PrometheusMetrics | None:
     )
 
 
-def _is_autoscaled(spec: Mapping[str, Any], **_: Any) -> bool:
-    return spec.get("backend") == "local" and spec.get("autoscaling") is not None and spec.get("slo") is not None
-
-
 @kopf.daemon(
-    labels.GROUP, labels.VERSION, labels.PLURAL_INFERENCE_TIERS,
-    id="autoscale", when=_is_autoscaled, cancellation_backoff=1.0, cancellation_timeout=10.0,
+    labels.GROUP,
+    labels.VERSION,
+    labels.PLURAL_INFERENCE_TIERS,
+    id="autoscale",
+    when=autoscaled,
+    cancellation_backoff=1.0,
+    cancellation_timeout=10.0,
 )
 async def inferencetier_autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Evaluate the tier every ``evaluationIntervalSeconds`` until autoscaling is removed or the tier deleted.
@@ -305,8 +299,12 @@ async def inferencetier_autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, 
 
 
 @kopf.daemon(
-    labels.GROUP, labels.VERSION, labels.PLURAL_ROUTING_POLICIES,
-    id="budget", cancellation_backoff=1.0, cancellation_timeout=10.0,
+    labels.GROUP,
+    labels.VERSION,
+    labels.PLURAL_ROUTING_POLICIES,
+    id="budget",
+    cancellation_backoff=1.0,
+    cancellation_timeout=10.0,
 )
 async def routingpolicy_budget(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Compare the policy's month-to-date spend with its budget every minute.

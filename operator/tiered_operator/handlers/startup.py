@@ -1,7 +1,9 @@
-"""Operator-wide kopf settings, in one startup handler (kopf's recommended place)."""
+"""Operator-wide kopf settings, the process's collaborators and its one resync loop, in one startup handler
+(kopf's recommended place), and their teardown in one cleanup handler."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -12,9 +14,13 @@ import kopf
 import kubernetes
 
 from tiered_operator import labels
-from tiered_operator.handlers.reconciler import Reconciler
+from tiered_operator.handlers.reconciler import Reconciler, outranked
+from tiered_operator.handlers.state import Indexes
 from tiered_operator.kube import Kube
+from tiered_operator.residency.tls import ensure_certificates
 from tiered_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
 
 WATCH_SERVER_TIMEOUT = 240  # an integer: kopf sends it as timeoutSeconds, which the API server parses as int
 """Ask the API server to end each watch after this long; kopf re-establishes it (stale watches cannot linger)."""
@@ -36,7 +42,7 @@ def load_client_config() -> kubernetes.client.Configuration:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     op = OperatorSettings.from_env()
     settings.persistence.finalizer = labels.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.KOPF_ANNOTATION_PREFIX)
@@ -48,24 +54,66 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
     settings.networking.request_timeout = 30
+    # kopf posts its log lines about an object as Events on it: one per handler run ("Handler ... succeeded")
+    # at INFO. Only warnings and errors become Events (a handler that failed), so a tier costs no Event writes.
     settings.posting.level = logging.WARNING
-    settings.peering.lifetime = int(os.environ.get("TIERED_PEERING_LIFETIME", "15"))
+    settings.peering.lifetime = op.peering_lifetime
     settings.peering.stealth = True
-    settings.execution.max_workers = int(os.environ.get("TIERED_WORKERS", "8"))
+    settings.execution.max_workers = op.workers
+    if op.webhook is not None:
+        cert, key, ca = ensure_certificates(op.webhook)
+        settings.admission.server = kopf.WebhookServer(
+            addr=op.webhook.addr,
+            port=op.webhook.port or None,
+            host=op.webhook.host,
+            certfile=cert,
+            pkeyfile=key,
+            cafile=ca,
+        )
+        settings.admission.managed = op.webhook.configuration
+        logger.info(
+            "admission webhook on %s:%s, configuration %s", op.webhook.addr, op.webhook.port, op.webhook.configuration
+        )
     load_client_config()
-    kube = Kube(field_manager=op.field_manager, reporting_instance=os.environ.get("POD_NAME", "tiered-operator"))
-    memo.reconciler = Reconciler(op, kube)
-    stats_seconds = float(os.environ.get("TIERED_STATS_SECONDS", "0") or 0)
-    if stats_seconds > 0:
-        threading.Thread(
-            target=_log_stats, args=(memo.reconciler, stats_seconds), name="tiered-stats", daemon=True
-        ).start()
+    kube = Kube(
+        field_manager=op.field_manager,
+        reporting_instance=os.environ.get("POD_NAME", "tiered-operator"),
+        discovery_ttl=op.discovery_ttl_seconds,
+    )
+    rec = Reconciler(op, kube)
+    memo.reconciler = rec
+    peering = None if settings.peering.standalone else (settings.peering.name, settings.peering.priority)
+    memo.resync = asyncio.get_running_loop().create_task(_resync_loop(rec, rec.indexes(kwargs), peering))
+    if op.stats_seconds > 0:
+        threading.Thread(target=_log_stats, args=(rec, op.stats_seconds), name="tiered-stats", daemon=True).start()
     logger.info(
         "tiered-operator configured: field manager %s, resync %ss, peering lifetime %ss",
         op.field_manager,
         op.resync_seconds,
         settings.peering.lifetime,
     )
+
+
+async def _resync_loop(rec: Reconciler, idx: Indexes, peering: tuple[str, int] | None) -> None:
+    """Every resync interval, reconcile what no event reconciled meanwhile (and audit the indexes).
+
+    One loop for the process instead of a kopf timer per object: a timer needs kopf's finalizer on every object,
+    one more write per tier. kopf pauses its own handlers while another replica outranks this one; this loop
+    asks kopf's peering record the same question before each round.
+    """
+    interval = rec.settings.resync_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if peering is not None:
+                status = await asyncio.to_thread(rec.kube.peering_status, peering[0], list(rec.settings.namespaces))
+                if outranked(status, peering[1], time.time()):
+                    continue
+            await asyncio.to_thread(rec.resync, idx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a long-lived loop: log and try again next round
+            log.exception("resync round failed")
 
 
 def stats_line(rec: Reconciler) -> str:
@@ -82,13 +130,16 @@ def _log_stats(rec: Reconciler, every: float) -> None:
         time.sleep(every)
         line = stats_line(rec)
         if line != last:
-            logging.getLogger(__name__).info("%s", line)
+            log.info("%s", line)
             last = line
 
 
 @kopf.on.cleanup()
-def report_writes(memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    """Log the write counts on exit: the operator's own account of what it changed."""
+async def report_writes(memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Stop the resync loop; log the write counts on exit: the operator's own account of what it changed."""
+    task = getattr(memo, "resync", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
     rec = getattr(memo, "reconciler", None)
     if isinstance(rec, Reconciler):
         logger.info("writes issued: %s", dict(rec.kube.writes))

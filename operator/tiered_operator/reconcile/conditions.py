@@ -88,3 +88,28 @@ def transitions(
         if old is None or old.get("status") != cond.get("status") or old.get("reason") != cond.get("reason"):
             changed.append(cond)
     return changed
+
+
+CONDITION_FIELDS = ("status", "reason", "message", "observedGeneration")
+"""What makes two conditions different (lastTransitionTime follows status)."""
+
+
+def status_differs(
+    existing: Mapping[str, Any] | None, desired: Mapping[str, Any], owned: Iterable[str] = ()
+) -> bool:
+    """Whether applying `desired` (one writer's slice of status) would change the stored status.
+
+    A field or a condition (status, reason, message, observedGeneration) differs, or a field the writer `owned`
+    is stored but no longer desired (server-side apply would remove it). The one comparison every status writer
+    uses: the reconciler, the autoscaler and the budget loop.
+    """
+    existing = existing or {}
+    for key, value in desired.items():
+        if key == "conditions":
+            for cond in value:
+                old = find(existing.get("conditions"), str(cond["type"]))
+                if old is None or any(old.get(f) != cond.get(f) for f in CONDITION_FIELDS):
+                    return True
+        elif existing.get(key) != value:
+            return True
+    return any(key in existing and key not in desired for key in owned if key != "conditions")

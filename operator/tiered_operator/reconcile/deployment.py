@@ -8,6 +8,7 @@ field manager, so server-side apply of this manifest never fights a scaling deci
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ class RouterSidecar:
 
 
 @dataclass(frozen=True)
-class _Volumes:
+class Volumes:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     slm_mounts: list[dict[str, Any]] = field(default_factory=list)
     router_mounts: list[dict[str, Any]] = field(default_factory=list)
@@ -165,8 +166,8 @@ def vllm_args(tier_name: str, local: LocalBackend, settings: OperatorSettings) -
     return args
 
 
-def _volumes(tier_name: str, local: LocalBackend, sidecar: RouterSidecar) -> _Volumes:
-    out = _Volumes()
+def _volumes(tier_name: str, local: LocalBackend, sidecar: RouterSidecar) -> Volumes:
+    out = Volumes()
     out.volumes.append({"name": "model-cache", "emptyDir": {}})
     out.slm_mounts.append({"name": "model-cache", "mountPath": naming.CACHE_DIR})
     out.volumes.append({"name": "tmp", "emptyDir": {}})
@@ -174,16 +175,27 @@ def _volumes(tier_name: str, local: LocalBackend, sidecar: RouterSidecar) -> _Vo
     if local.runtime == "vllm":
         out.volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         out.slm_mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    model_claims = pvc_claims(local)
-    for claim in [*model_claims, *(c for c in sidecar.pvc_claims if c not in model_claims)]:
+    add_claim_volumes(out, pvc_claims(local), sidecar.pvc_claims)
+    add_router_volumes(out, naming.router_configmap_name(tier_name), sidecar)
+    return out
+
+
+def add_claim_volumes(out: Volumes, model_claims: Sequence[str], router_claims: Sequence[str]) -> None:
+    """PersistentVolumeClaims, read-only, each mounted into the container(s) that read it."""
+    for claim in [*model_claims, *(c for c in router_claims if c not in model_claims)]:
         name = naming.dns_label("pvc", claim)
         claim_mount = {"name": name, "mountPath": f"{naming.PVC_ROOT}/{claim}", "readOnly": True}
         out.volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         if claim in model_claims:
             out.slm_mounts.append(claim_mount)
-        if claim in sidecar.pvc_claims:
+        if claim in router_claims:
             out.router_mounts.append(claim_mount)
-    out.volumes.append({"name": "router-config", "configMap": {"name": naming.router_configmap_name(tier_name)}})
+
+
+def add_router_volumes(out: Volumes, configmap: str, sidecar: RouterSidecar) -> None:
+    """The router's config (`configmap`, hot-reloaded), its /tmp (the `tmp` volume), and the API key of each
+    cloud tier its config may call."""
+    out.volumes.append({"name": "router-config", "configMap": {"name": configmap}})
     out.router_mounts.append({"name": "router-config", "mountPath": naming.ROUTER_CONFIG_DIR, "readOnly": True})
     out.router_mounts.append({"name": "tmp", "mountPath": "/tmp"})
     for mount in sorted(sidecar.key_mounts, key=lambda m: m.tier):
@@ -201,10 +213,9 @@ def _volumes(tier_name: str, local: LocalBackend, sidecar: RouterSidecar) -> _Vo
             }
         )
         out.router_mounts.append({"name": name, "mountPath": f"{naming.SECRETS_DIR}/{mount.tier}", "readOnly": True})
-    return out
 
 
-def _http_probe(path: str, port: str, period: int, failure_threshold: int) -> dict[str, Any]:
+def http_probe(path: str, port: str, period: int, failure_threshold: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
@@ -235,9 +246,9 @@ def _slm_container(tier_name: str, local: LocalBackend, settings: OperatorSettin
         "args": args,
         "env": env,
         "ports": [{"name": "slm", "containerPort": settings.ports.slm, "protocol": "TCP"}],
-        "startupProbe": _http_probe(live, "slm", 5, STARTUP_FAILURE_THRESHOLD),
-        "readinessProbe": _http_probe(ready, "slm", 5, 3),
-        "livenessProbe": _http_probe(live, "slm", 10, 6),
+        "startupProbe": http_probe(live, "slm", 5, STARTUP_FAILURE_THRESHOLD),
+        "readinessProbe": http_probe(ready, "slm", 5, 3),
+        "livenessProbe": http_probe(live, "slm", 10, 6),
         "volumeMounts": mounts,
         "securityContext": RESTRICTED_CONTAINER_SECURITY,
     }
@@ -250,7 +261,7 @@ def _slm_container(tier_name: str, local: LocalBackend, settings: OperatorSettin
     return container
 
 
-def _router_container(settings: OperatorSettings, sidecar: RouterSidecar, mounts: list[Any]) -> dict[str, Any]:
+def router_container(settings: OperatorSettings, sidecar: RouterSidecar, mounts: list[Any]) -> dict[str, Any]:
     ports = settings.ports
     return {
         "name": "router",
@@ -266,9 +277,9 @@ def _router_container(settings: OperatorSettings, sidecar: RouterSidecar, mounts
         "env": [{"name": "HOME", "value": "/tmp"}],
         # The router serves /metrics on its API port; the Service's `metrics` port points there.
         "ports": [{"name": "http", "containerPort": ports.router, "protocol": "TCP"}],
-        "startupProbe": _http_probe("/healthz", "http", 2, ROUTER_STARTUP_FAILURE_THRESHOLD),
-        "readinessProbe": _http_probe("/readyz", "http", 5, 3),
-        "livenessProbe": _http_probe("/healthz", "http", 10, 6),
+        "startupProbe": http_probe("/healthz", "http", 2, ROUTER_STARTUP_FAILURE_THRESHOLD),
+        "readinessProbe": http_probe("/readyz", "http", 5, 3),
+        "livenessProbe": http_probe("/healthz", "http", 10, 6),
         "resources": sidecar.resources or DEFAULT_ROUTER_RESOURCES,
         "volumeMounts": mounts,
         "securityContext": RESTRICTED_CONTAINER_SECURITY,
@@ -291,7 +302,7 @@ def build_deployment(tier: InferenceTier, sidecar: RouterSidecar, settings: Oper
         "terminationGracePeriodSeconds": 60,  # the model server drains in-flight requests on SIGTERM
         "containers": [
             _slm_container(name, local, settings, vols.slm_mounts),
-            _router_container(settings, sidecar, vols.router_mounts),
+            router_container(settings, sidecar, vols.router_mounts),
         ],
         "volumes": vols.volumes,
     }

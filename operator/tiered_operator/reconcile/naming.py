@@ -72,6 +72,21 @@ def tier_labels(tier: str) -> dict[str, str]:
     }
 
 
+def gateway_name(policy: str) -> str:
+    """The gateway router's Deployment, Service and PodDisruptionBudget: `<policy>-gateway`."""
+    name = f"{policy}-gateway"
+    return name if len(name) <= 63 else dns_label("gateway", policy)
+
+
+def gateway_selector(policy: str) -> dict[str, str]:
+    """Labels selecting a policy's gateway router pods."""
+    return {labels.LABEL_POLICY: policy, labels.LABEL_COMPONENT: labels.COMPONENT_ROUTER}
+
+
+def gateway_labels(policy: str) -> dict[str, str]:
+    return {**policy_labels(policy), **gateway_selector(policy)}
+
+
 def policy_labels(policy: str) -> dict[str, str]:
     return {
         labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE,

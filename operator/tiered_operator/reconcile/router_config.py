@@ -287,6 +287,21 @@ def cloud_key_mounts(compiled: CompiledPolicy, tiers: Mapping[str, InferenceTier
     )
 
 
+def router_sidecar(
+    policy: RoutingPolicy, compiled: CompiledPolicy, tiers: Mapping[str, InferenceTier]
+) -> RouterSidecar:
+    """What a router serving `policy` needs in its pod (sidecar or gateway): the API keys of the cloud tiers left
+    in the compiled config, the claim of an encoder given as pvc://, the resources the policy asks for."""
+    encoder_path = policy.spec.classifier.encoder.path if policy.spec.classifier else None
+    claims: tuple[str, ...] = ()
+    if encoder_path is not None and encoder_path.startswith("pvc://"):
+        claims = (encoder_path.removeprefix("pvc://").split("/", 1)[0],)
+    resources = None
+    if policy.spec.router is not None and policy.spec.router.resources is not None:
+        resources = policy.spec.router.resources.to_k8s() or None
+    return RouterSidecar(key_mounts=cloud_key_mounts(compiled, tiers), resources=resources, pvc_claims=claims)
+
+
 def tier_router_config(
     tier: InferenceTier,
     compiled: Sequence[CompiledPolicy],
@@ -305,26 +320,18 @@ def tier_router_config(
     usable = [p for p in policies_using(name, policies) if (p.metadata.name or "") in by_name]
     data: dict[str, str] = {}
     primary: str | None = None
-    key_mounts: tuple[CloudKeyMount, ...] = ()
-    resources: dict[str, Any] | None = None
-    claims: tuple[str, ...] = ()
+    sidecar = RouterSidecar()
     if usable:
         first = usable[0]
         primary = first.metadata.name or ""
         main = by_name[primary]
         data[naming.ROUTER_CONFIG_FILE] = main.text or ""
-        key_mounts = cloud_key_mounts(main, tiers)
-        encoder_path = first.spec.classifier.encoder.path if first.spec.classifier else None
-        if encoder_path is not None and encoder_path.startswith("pvc://"):
-            claims = (encoder_path.removeprefix("pvc://").split("/", 1)[0],)
-        if first.spec.router is not None and first.spec.router.resources is not None:
-            resources = first.spec.router.resources.to_k8s() or None
+        sidecar = router_sidecar(first, main, tiers)
         for p in usable:
             pname = p.metadata.name or ""
             data[f"policy-{pname}.json"] = by_name[pname].text or ""
     else:
         data[naming.ROUTER_CONFIG_FILE] = render_config(passthrough_config(tier, namespace, settings))
-    sidecar = RouterSidecar(key_mounts=key_mounts, resources=resources, pvc_claims=claims)
     return TierRouterConfig(data=data, sidecar=sidecar, primary_policy=primary)
 
 

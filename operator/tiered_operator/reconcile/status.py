@@ -16,6 +16,7 @@ from tiered_operator.api.inferencetier import InferenceTier
 from tiered_operator.api.routingpolicy import RoutingPolicy
 from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.conditions import FALSE, TRUE, UNKNOWN, Condition, find, merge_conditions
+from tiered_operator.reconcile.pods import PodProblem
 from tiered_operator.reconcile.router_config import CompiledPolicy, NamespacePolicy
 from tiered_operator.reconcile.service import tier_endpoint
 from tiered_operator.residency.verdict import policy_verdict, tier_verdict
@@ -51,6 +52,10 @@ class TierObservation:
     secret_problem: str | None = None
     render_error: str | None = None
     namespace: NamespacePolicy = field(default_factory=NamespacePolicy)
+    pod_problem: PodProblem | None = None
+    """Why the tier's pods are not ready, from the pod and event indexes (None: fine, or just starting)."""
+    egress: Condition | None = None
+    """EgressRestricted: what the network enforces for the tier (residency/network.py)."""
 
 
 def _dep_condition(dep: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
@@ -85,13 +90,16 @@ def _local_conditions(tier: InferenceTier, obs: TierObservation) -> tuple[list[C
     updated = int(st.get("updatedReplicas") or 0)
     generation = int((dep.get("metadata") or {}).get("generation") or 0)
     observed_gen = int(st.get("observedGeneration") or 0)
-    fields = {"replicas": replicas, "readyReplicas": ready, "readyDisplay": f"{ready}/{desired}"}
+    # `replicas`: the pods the tier runs, or is starting (the Deployment's controller creates them a moment after
+    # the Deployment; reporting the target from the start spares a status write per tier).
+    fields = {"replicas": max(replicas, desired), "readyReplicas": ready, "readyDisplay": f"{ready}/{desired}"}
 
     avail = _dep_condition(dep, "Available")
     if avail is not None and avail.get("status") == "True":
         available = Condition("Available", TRUE, "MinimumReplicasAvailable", f"{ready}/{desired} pods ready")
     else:
-        reason = str(avail.get("reason")) if avail and avail.get("reason") else "NoReplicasAvailable"
+        # the Deployment's own reason once it reports one; until then the one it will report
+        reason = str(avail.get("reason")) if avail and avail.get("reason") else "MinimumReplicasUnavailable"
         available = Condition("Available", FALSE, reason, f"{ready}/{desired} pods ready")
 
     if desired == 0:
@@ -107,14 +115,26 @@ def _local_conditions(tier: InferenceTier, obs: TierObservation) -> tuple[list[C
     else:
         stalled = Condition("Stalled", FALSE, "NotStalled", "")
 
-    rolled_out = observed_gen >= generation and updated == desired and replicas == desired
+    # Without a ready pod the tier is loading (a new Deployment, or one whose pods never got ready), not rolling
+    # out: one reason from creation to readiness, so one status write fewer per tier.
+    rolled_out = ready == 0 or (observed_gen >= generation and updated == desired and replicas == desired)
     missing = [kind for kind, obj in (("Service", obs.service), ("ConfigMap", obs.configmap)) if obj is None]
-    if stalled.status == TRUE:
+    failure = _dep_condition(dep, "ReplicaFailure")
+    problem = obs.pod_problem
+    if failure is not None and failure.get("status") == "True":
+        problem = PodProblem(str(failure.get("reason") or "ReplicaFailure"), str(failure.get("message") or ""))
+    if problem is not None and problem.stalled and stalled.status != TRUE:
+        stalled = Condition("Stalled", TRUE, problem.reason, problem.message)
+    if problem is not None and ready < desired:
+        model = Condition("ModelReady", FALSE, problem.reason, problem.message) if ready == 0 else model
+    if stalled.status == TRUE and (problem is None or stalled.reason != problem.reason):
         ready_c = Condition("Ready", FALSE, stalled.reason, stalled.message)
     elif missing:
         ready_c = Condition("Ready", FALSE, "ChildMissing", f"{', '.join(missing)} not found (being restored)")
     elif desired == 0:
         ready_c = Condition("Ready", FALSE, "ScaledToZero", "the tier has 0 replicas")
+    elif problem is not None and ready < desired:
+        ready_c = Condition("Ready", FALSE, problem.reason, f"{ready}/{desired} pods ready; {problem.message}")
     elif not rolled_out:
         ready_c = Condition("Ready", FALSE, "RolloutInProgress", f"{updated}/{desired} pods updated")
     elif ready < desired:
@@ -171,6 +191,8 @@ def tier_status(
         conds.append(residency_condition(tier, obs.namespace))
     if tier.spec.cloud is not None:
         conds.append(residency_condition(tier, obs.namespace))
+    if obs.egress is not None:
+        conds.append(obs.egress)
     if tier.spec.autoscaling is None:  # with autoscaling, SLOMet belongs to the autoscaler
         if tier.spec.cloud is not None:
             conds.append(Condition("SLOMet", UNKNOWN, "CloudTier", "cloud latency is reported by the router"))
@@ -183,6 +205,37 @@ def tier_status(
     return fields
 
 
+@dataclass(frozen=True)
+class GatewayObservation:
+    """What the handler saw of a gateway-mode policy's router."""
+
+    endpoint: str
+    deployment: Mapping[str, Any] | None = None
+    service: Mapping[str, Any] | None = None
+    pod_problem: PodProblem | None = None
+
+
+def gateway_condition(obs: GatewayObservation, name: str) -> Condition | None:
+    """Why the gateway is not serving yet, or None when every router pod is ready and up to date."""
+    dep = obs.deployment
+    if dep is None or obs.service is None:
+        return Condition("Ready", FALSE, "GatewayPending", f"gateway {name} is being created")
+    spec, st = dep.get("spec") or {}, dep.get("status") or {}
+    desired, ready = int(spec.get("replicas", 1)), int(st.get("readyReplicas") or 0)
+    rolled_out = int(st.get("observedGeneration") or 0) >= int((dep.get("metadata") or {}).get("generation") or 0)
+    rolled_out = rolled_out and int(st.get("updatedReplicas") or 0) == desired
+    if ready >= desired and rolled_out:
+        return None
+    failure = _dep_condition(dep, "ReplicaFailure")
+    problem = obs.pod_problem
+    if failure is not None and failure.get("status") == "True":
+        problem = PodProblem(str(failure.get("reason") or "ReplicaFailure"), str(failure.get("message") or ""))
+    detail = f"gateway {name}: {ready}/{desired} router pods ready"
+    if problem is not None:
+        return Condition("Ready", FALSE, problem.reason, f"{detail}; {problem.message}")
+    return Condition("Ready", FALSE, "GatewayStarting", detail)
+
+
 def policy_status(
     policy: RoutingPolicy,
     compiled: CompiledPolicy,
@@ -191,8 +244,9 @@ def policy_status(
     observed_configmap: Mapping[str, Any] | None,
     existing: Mapping[str, Any] | None,
     now: str,
+    gateway: GatewayObservation | None = None,
 ) -> dict[str, Any]:
-    """The status fields this operator owns for `policy`."""
+    """The status fields this operator owns for `policy`; in gateway mode Ready also needs the gateway serving."""
     existing = existing or {}
     ns_name = policy.metadata.namespace or "default"
     conds: list[Condition] = []
@@ -221,6 +275,13 @@ def policy_status(
     else:
         ready = Condition("Ready", TRUE, "ConfigApplied", f"router config {compiled.config_hash} written")
         fields["configHash"] = compiled.config_hash
+        if gateway is not None:
+            name = naming.gateway_name(policy.metadata.name or "")
+            ready = gateway_condition(gateway, name) or Condition(
+                "Ready", TRUE, "GatewayReady", f"router config {compiled.config_hash} served by gateway {name} at "
+                f"{gateway.endpoint}")  # fmt: skip
+    if gateway is not None:
+        fields["endpoint"] = gateway.endpoint
     conds.insert(0, ready)
     generation = int(policy.metadata.generation or 0)
     merged = merge_conditions(existing.get("conditions"), conds, generation=generation, now=now)
@@ -258,22 +319,9 @@ def route_thresholds_status(samples: Sequence[tuple[Mapping[str, str], float]]) 
     return [by_route[r] for r in sorted(by_route)] or None
 
 
-POLICY_STATUS_KEYS = frozenset({"observedGeneration", "conditions", "configHash"})
+POLICY_STATUS_KEYS = frozenset({"observedGeneration", "conditions", "configHash", "endpoint"})
 """Status fields of a RoutingPolicy this operator owns (the budget loop owns BudgetOK and the spend figures)."""
 
 
 def _own(conditions: list[dict[str, Any]], types: set[str]) -> list[dict[str, Any]]:
     return [c for c in conditions if c["type"] in types]
-
-
-def status_differs(desired: Mapping[str, Any], existing: Mapping[str, Any] | None, owned: frozenset[str]) -> bool:
-    """Whether applying `desired` (our slice of status) would change the stored status."""
-    existing = existing or {}
-    for key, value in desired.items():
-        if key == "conditions":
-            for cond in value:
-                if find(existing.get("conditions"), cond["type"]) != cond:
-                    return True
-        elif existing.get(key) != value:
-            return True
-    return any(key in existing and key not in desired for key in owned - {"conditions"})

@@ -12,11 +12,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tiered_operator.api.inferencetier import InferenceTier
-from tiered_operator.reconcile import naming
 from tiered_operator.residency.network import (
     LABEL_CLOUD_TIER,
+    EgressSubject,
     NetworkOptions,
-    child_metadata,
     permitted_cloud_tiers,
     policy_name,
 )
@@ -49,7 +48,7 @@ def _fqdn_selector(host: str) -> dict[str, str]:
 
 
 def build_cilium_policies(
-    tier: InferenceTier,
+    subject: EgressSubject,
     ns: NamespacePolicy,
     cloud_tiers: Sequence[InferenceTier],
     options: NetworkOptions,
@@ -58,7 +57,6 @@ def build_cilium_policies(
 
     The DNS rule is required: Cilium learns the addresses behind `toFQDNs` by observing the pod's DNS answers.
     """
-    tier_name = tier.metadata.name or ""
     dns_port = str(options.dns_port)
     out = []
     for cloud in permitted_cloud_tiers(cloud_tiers, ns):
@@ -71,10 +69,11 @@ def build_cilium_policies(
             {
                 "apiVersion": f"{CILIUM_GROUP}/{CILIUM_VERSION}",
                 "kind": CILIUM_KIND,
-                "metadata": child_metadata(tier, policy_name(tier_name, f"fqdn-{cloud_name}"),
-                                      {LABEL_CLOUD_TIER: cloud_name}),
+                "metadata": subject.metadata(
+                    policy_name(subject.prefix, f"fqdn-{cloud_name}"), {LABEL_CLOUD_TIER: cloud_name}
+                ),
                 "spec": {
-                    "endpointSelector": {"matchLabels": naming.tier_selector(tier_name)},
+                    "endpointSelector": {"matchLabels": dict(subject.selector)},
                     "egress": [
                         {
                             "toEndpoints": [

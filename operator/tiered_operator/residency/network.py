@@ -1,14 +1,17 @@
-"""NetworkPolicies for a local tier's pods: default deny, then only what the namespace's residency permits.
+"""NetworkPolicies for the pods the operator runs: default deny, then only what the namespace's residency permits.
 
-Four kinds of objects, each with one purpose so `kubectl get netpol` reads like the policy itself:
+Two kinds of objects, each with one purpose so `kubectl get netpol` reads like the policy itself:
 
-- `<tier>-default-deny`: selects the tier's pods for Ingress and Egress with no rules (deny all).
-- `<tier>-allow-ingress`: from any pod of the namespace, plus the operator's configured extra peers
-  (e.g. a monitoring or ingress-controller namespace), to the router, router-metrics and model-server ports.
-- `<tier>-allow-egress`: DNS, and the other tiers' pods in the same namespace (router → model server).
-- `<tier>-allow-cloud-<cloud tier>`: the cloud tier's declared CIDRs and ports, built ONLY when residency
-  permits that cloud tier to serve the namespace. In a local-only namespace no such object exists, so nothing
-  the tier's pods send can leave the cluster.
+- `tiered-base`, one per namespace that holds local tiers (or gateway routers): selects every pod the operator
+  runs there, for Ingress and Egress (default deny), and allows ingress from any pod of the namespace plus the
+  operator's configured extra peers to the serving ports, egress to DNS and to the other tiers' pods. It is the
+  same for every tier of a namespace, so it is one object, not one per tier: a namespace of 1,000 tiers costs
+  one write instead of 3,000 (bench/operator). The operator deletes it when the namespace no longer holds pods
+  of ours.
+- `<tier>-allow-cloud-<cloud tier>` (or `<policy>-gateway-allow-cloud-<cloud tier>`): the cloud tier's declared
+  CIDRs and ports, built ONLY when residency permits that cloud tier to serve the namespace, owned by the tier
+  (or the policy). In a local-only namespace no such object exists, so nothing the pods send can leave the
+  cluster.
 
 NetworkPolicies are additive (a connection is allowed if any policy allows it), which is why the allowances are
 separate objects that can be removed one by one when a namespace is relabelled.
@@ -16,84 +19,90 @@ separate objects that can be removed one by one when a namespace is relabelled.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tiered_operator import labels
 from tiered_operator.api.inferencetier import InferenceTier
+from tiered_operator.api.routingpolicy import RoutingPolicy
 from tiered_operator.reconcile import naming
 from tiered_operator.reconcile.conditions import FALSE, TRUE, Condition
 from tiered_operator.residency.policy import NamespacePolicy
 from tiered_operator.residency.verdict import tier_verdict
-from tiered_operator.settings import Ports
+from tiered_operator.settings import NetworkOptions
+
+__all__ = ["NetworkOptions"]
 
 LABEL_CLOUD_TIER = f"{labels.GROUP}/cloud-tier"
 """On `-allow-cloud-` objects: the cloud tier whose egress they allow (so a relabel can find and drop them)."""
-
-DEFAULT_DNS_PEERS: tuple[dict[str, Any], ...] = (
-    {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-    },
-)
-"""CoreDNS/kube-dns as most distributions label it; override with TIERED_NETPOL_DNS_PEERS."""
+BASE_POLICY_NAME = "tiered-base"
+"""The namespace's default-deny-plus-baseline NetworkPolicy."""
+SERVED_COMPONENTS = (labels.COMPONENT_SLM, labels.COMPONENT_ROUTER)
+"""Pods the base policy selects: model-server pods of local tiers and gateway router pods."""
 
 
 @dataclass(frozen=True)
-class NetworkOptions:
-    """Cluster-specific parts of the policies (operator configuration, not custom resources)."""
+class EgressSubject:
+    """The pods a set of egress allowances is for, and the object that owns the allowances."""
 
-    ports: Ports = field(default_factory=Ports)
-    extra_ingress_peers: tuple[dict[str, Any], ...] = ()
-    """NetworkPolicyPeers allowed in besides the namespace itself (TIERED_NETPOL_INGRESS_PEERS, JSON list)."""
-    dns_peers: tuple[dict[str, Any], ...] = DEFAULT_DNS_PEERS
-    dns_port: int = 53
+    kind: str
+    name: str
+    uid: str
+    namespace: str
+    selector: dict[str, str]
+    prefix: str
+    """Object names start with it: the tier's name, or `<policy>-gateway`."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> NetworkOptions:
-        """Read the JSON lists of NetworkPolicyPeers from TIERED_NETPOL_INGRESS_PEERS / TIERED_NETPOL_DNS_PEERS."""
+    def for_tier(cls, tier: InferenceTier) -> EgressSubject:
+        name = tier.metadata.name or ""
         return cls(
-            extra_ingress_peers=_peers(env, "TIERED_NETPOL_INGRESS_PEERS", ()),
-            dns_peers=_peers(env, "TIERED_NETPOL_DNS_PEERS", DEFAULT_DNS_PEERS),
+            labels.KIND_INFERENCE_TIER,
+            name,
+            tier.metadata.uid or "",
+            tier.metadata.namespace or "",
+            naming.tier_selector(name),
+            name,
         )
 
+    @classmethod
+    def for_gateway(cls, policy: RoutingPolicy) -> EgressSubject:
+        name = policy.metadata.name or ""
+        return cls(labels.KIND_ROUTING_POLICY, name, policy.metadata.uid or "", policy.metadata.namespace or "",
+                   naming.gateway_selector(name), naming.gateway_name(name))  # fmt: skip
 
-def _peers(env: Mapping[str, str], name: str, default: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    value = json.loads(text)
-    if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
-        raise ValueError(f"{name} must be a JSON list of NetworkPolicyPeer objects, got {text!r}")
-    return tuple(value)
-
-
-def policy_name(tier: str, purpose: str) -> str:
-    """`<tier>-<purpose>`, shortened with a hash if it would not be a valid object name."""
-    return naming.dns_label(tier, purpose) if len(tier) + len(purpose) < 63 else naming.dns_label("netpol",
-                                                                                                 f"{tier}-{purpose}")
-
-
-def child_metadata(tier: InferenceTier, name: str, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    tier_name = tier.metadata.name or ""
-    return {
-        "name": name,
-        "namespace": tier.metadata.namespace,
-        "labels": {
-            labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE,
-            labels.LABEL_APP_PART_OF: labels.PART_OF_VALUE,
-            labels.LABEL_TIER: tier_name,
-            labels.LABEL_COMPONENT: labels.COMPONENT_NETWORK,
-            **(extra_labels or {}),
-        },
-        "ownerReferences": [naming.owner_reference(labels.KIND_INFERENCE_TIER, tier_name, tier.metadata.uid or "")],
-    }
+    def metadata(self, name: str, extra_labels: dict[str, str]) -> dict[str, Any]:
+        tier_label = (
+            {labels.LABEL_TIER: self.name}
+            if self.kind == labels.KIND_INFERENCE_TIER
+            else {labels.LABEL_POLICY: self.name}
+        )
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {
+                labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE,
+                labels.LABEL_APP_PART_OF: labels.PART_OF_VALUE,
+                **tier_label,
+                labels.LABEL_COMPONENT: labels.COMPONENT_NETWORK,
+                **extra_labels,
+            },
+            "ownerReferences": [naming.owner_reference(self.kind, self.name, self.uid)],
+        }
 
 
-def _netpol(metadata: dict[str, Any], selector: dict[str, str], types: list[str], **rules: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {"podSelector": {"matchLabels": dict(selector)}, "policyTypes": types}
+def policy_name(prefix: str, purpose: str) -> str:
+    """`<prefix>-<purpose>`, shortened with a hash if it would not be a valid object name."""
+    return (
+        naming.dns_label(prefix, purpose)
+        if len(prefix) + len(purpose) < 63
+        else naming.dns_label("netpol", f"{prefix}-{purpose}")
+    )
+
+
+def _netpol(metadata: dict[str, Any], selector: dict[str, Any], types: list[str], **rules: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podSelector": selector, "policyTypes": types}
     spec.update(rules)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata, "spec": spec}
 
@@ -106,50 +115,57 @@ def permitted_cloud_tiers(cloud_tiers: Sequence[InferenceTier], ns: NamespacePol
     )
 
 
-def build_network_policies(
-    tier: InferenceTier,
-    ns: NamespacePolicy,
-    cloud_tiers: Sequence[InferenceTier],
-    options: NetworkOptions,
-) -> list[dict[str, Any]]:
-    """The NetworkPolicies for a local tier's pods.
+def build_base_network_policy(namespace: str, options: NetworkOptions) -> dict[str, Any]:
+    """The namespace's `tiered-base` policy: default deny for every pod we run there, plus the baseline.
 
-    `cloud_tiers` are the cloud tiers this tier's router may dispatch to (those of the RoutingPolicies that list
-    the tier); each gets an egress allowance only if residency permits it and it declares CIDRs. A cloud tier
-    without `egress.cidrs` gets no plain-NetworkPolicy allowance (fail closed): its traffic passes only where an
-    FQDN policy (Cilium) allows its host.
+    No owner: it serves every tier of the namespace, and the reconciler deletes it with the last of them.
     """
-    tier_name = tier.metadata.name or ""
-    selector = naming.tier_selector(tier_name)
     ports = options.ports
     serving_ports = [{"protocol": "TCP", "port": p} for p in (ports.router, ports.router_metrics, ports.slm)]
-    policies = [
-        _netpol(child_metadata(tier, policy_name(tier_name, "default-deny")), selector, ["Ingress", "Egress"]),
-        _netpol(
-            child_metadata(tier, policy_name(tier_name, "allow-ingress")),
-            selector,
-            ["Ingress"],
-            ingress=[{"from": [{"podSelector": {}}, *options.extra_ingress_peers], "ports": serving_ports}],
-        ),
-        _netpol(
-            child_metadata(tier, policy_name(tier_name, "allow-egress")),
-            selector,
-            ["Egress"],
-            egress=[
-                {
-                    "to": list(options.dns_peers),
-                    "ports": [
-                        {"protocol": "UDP", "port": options.dns_port},
-                        {"protocol": "TCP", "port": options.dns_port},
-                    ],
-                },
-                {
-                    "to": [{"podSelector": {"matchExpressions": [{"key": labels.LABEL_TIER, "operator": "Exists"}]}}],
-                    "ports": [{"protocol": "TCP", "port": ports.slm}, {"protocol": "TCP", "port": ports.router}],
-                },
-            ],
-        ),
-    ]
+    selector = {
+        "matchLabels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE},
+        "matchExpressions": [{"key": labels.LABEL_COMPONENT, "operator": "In", "values": list(SERVED_COMPONENTS)}],
+    }
+    metadata = {
+        "name": BASE_POLICY_NAME,
+        "namespace": namespace,
+        "labels": {
+            labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE,
+            labels.LABEL_APP_PART_OF: labels.PART_OF_VALUE,
+            labels.LABEL_COMPONENT: labels.COMPONENT_NETWORK,
+        },
+    }
+    return _netpol(
+        metadata,
+        selector,
+        ["Ingress", "Egress"],
+        ingress=[{"from": [{"podSelector": {}}, *options.extra_ingress_peers], "ports": serving_ports}],
+        egress=[
+            {
+                "to": list(options.dns_peers),
+                "ports": [{"protocol": "UDP", "port": options.dns_port}, {"protocol": "TCP", "port": options.dns_port}],
+            },
+            {
+                "to": [{"podSelector": {"matchExpressions": [{"key": labels.LABEL_TIER, "operator": "Exists"}]}}],
+                "ports": [{"protocol": "TCP", "port": ports.slm}, {"protocol": "TCP", "port": ports.router}],
+            },
+        ],
+    )
+
+
+def build_network_policies(
+    subject: EgressSubject,
+    ns: NamespacePolicy,
+    cloud_tiers: Sequence[InferenceTier],
+) -> list[dict[str, Any]]:
+    """The cloud egress allowances of `subject`'s pods (the base policy covers everything else).
+
+    `cloud_tiers` are the cloud tiers the pods' router may dispatch to (those of the RoutingPolicies it serves);
+    each gets an allowance only if residency permits it and it declares CIDRs. A cloud tier without
+    `egress.cidrs` gets no plain-NetworkPolicy allowance (fail closed): its traffic passes only where an FQDN
+    policy (Cilium) allows its host.
+    """
+    policies = []
     for cloud in permitted_cloud_tiers(cloud_tiers, ns):
         egress = cloud.spec.cloud.egress if cloud.spec.cloud is not None else None
         if egress is None or not egress.cidrs:
@@ -157,10 +173,10 @@ def build_network_policies(
         cloud_name = cloud.metadata.name or ""
         policies.append(
             _netpol(
-                child_metadata(
-                    tier, policy_name(tier_name, f"allow-cloud-{cloud_name}"), {LABEL_CLOUD_TIER: cloud_name}
+                subject.metadata(
+                    policy_name(subject.prefix, f"allow-cloud-{cloud_name}"), {LABEL_CLOUD_TIER: cloud_name}
                 ),
-                selector,
+                {"matchLabels": dict(subject.selector)},
                 ["Egress"],
                 egress=[
                     {
@@ -203,8 +219,10 @@ def egress_condition(
             cidrs = list(egress.cidrs or []) if egress is not None else []
             if cidrs and egress is not None:
                 allowed.append(f"{cloud.metadata.name} ({', '.join(cidrs)} ports {', '.join(map(str, egress.ports))})")
-        forbidden = sorted({c.metadata.name or "" for c in cloud_tiers} - {c.metadata.name for c in
-                                                                        permitted_cloud_tiers(cloud_tiers, ns)})
+        forbidden = sorted(
+            {c.metadata.name or "" for c in cloud_tiers}
+            - {c.metadata.name for c in permitted_cloud_tiers(cloud_tiers, ns)}
+        )
         msg = "default deny; ingress from the namespace; egress to DNS and in-namespace tiers"
         msg += f"; cloud egress: {'; '.join(allowed)}" if allowed else "; no cloud egress"
         if forbidden:
@@ -214,18 +232,28 @@ def egress_condition(
 
     verdict = tier_verdict(tier, ns)
     if not verdict.served:
-        return Condition(EGRESS_CONDITION, TRUE, verdict.reason,
-                         f"no pod may send traffic to cloud tier {name}: {verdict.message}")
+        return Condition(
+            EGRESS_CONDITION, TRUE, verdict.reason, f"no pod may send traffic to cloud tier {name}: {verdict.message}"
+        )
     egress = tier.spec.cloud.egress
     reachable = bool(egress is not None and egress.cidrs) or cilium
     who = ", ".join(callers) if callers else "no local tier (no RoutingPolicy pairs it with one)"
     if not reachable:
         return Condition(
-            EGRESS_CONDITION, FALSE, "NoEgressDeclared",
+            EGRESS_CONDITION,
+            FALSE,
+            "NoEgressDeclared",
             f"spec.cloud.egress.cidrs is empty and {fqdn_note[0].lower() + fqdn_note[1:]}: the pods of {who} "
             f"cannot reach {name}",
         )
-    how = "CIDRs and FQDN rules" if cilium and egress is not None and egress.cidrs else (
-        "FQDN rules" if cilium else "CIDRs")
-    return Condition(EGRESS_CONDITION, TRUE, "EgressAllowed",
-                     f"pods of {who} may reach cloud tier {name} by its declared {how}; {fqdn_note}")
+    how = (
+        "CIDRs and FQDN rules"
+        if cilium and egress is not None and egress.cidrs
+        else ("FQDN rules" if cilium else "CIDRs")
+    )
+    return Condition(
+        EGRESS_CONDITION,
+        TRUE,
+        "EgressAllowed",
+        f"pods of {who} may reach cloud tier {name} by its declared {how}; {fqdn_note}",
+    )

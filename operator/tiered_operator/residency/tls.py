@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tiered_operator.settings import WebhookConfig
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,19 @@ def build_webhook_certificates(hosts: Sequence[str], days: int = 365) -> Webhook
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     )
+
+
+def ensure_certificates(config: WebhookConfig) -> tuple[Path, Path, Path]:
+    """tls.crt, tls.key, ca.crt in the cert dir: mounted ones are used as they are, else a fresh CA is made."""
+    directory = Path(config.cert_dir or tempfile.mkdtemp(prefix="tiered-webhook-"))
+    cert, key, ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
+    if not (cert.exists() and key.exists() and ca.exists()):
+        hosts = [h for h in (config.host, config.addr, "127.0.0.1", "localhost") if h and h != "0.0.0.0"]
+        made = build_webhook_certificates(list(dict.fromkeys(hosts)))
+        directory.mkdir(parents=True, exist_ok=True)
+        ca.write_bytes(made.ca_pem)
+        cert.write_bytes(made.cert_pem)
+        key.touch(mode=0o600)
+        key.chmod(0o600)
+        key.write_bytes(made.key_pem)
+    return cert, key, ca

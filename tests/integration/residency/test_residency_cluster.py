@@ -145,7 +145,6 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for path in crds:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-tests", "-f", path)
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={p}" for p in crds))
-    cluster.kubectl("apply", "--server-side", "--field-manager=tiered-tests", "-f", str(HERE / "residency-rbac.yaml"))
     kubeconfig = cluster.operator_kubeconfig if cluster.operator_kubeconfig.exists() else cluster.kubeconfig
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {
@@ -243,7 +242,8 @@ def populate(cluster: Cluster, ns: str) -> None:
         apply(cluster, obj)
 
 
-BASE_NETPOLS = {"slm-default-deny", "slm-allow-ingress", "slm-allow-egress"}
+BASE_NETPOLS = {"tiered-base"}
+"""The namespace's default deny + baseline (one object for every tier of the namespace)."""
 
 
 # --- the webhook ------------------------------------------------------------------------------------------------
@@ -415,19 +415,15 @@ def test_network_policies_field_by_field(make_ns: Callable[..., str], operator: 
     want = BASE_NETPOLS | {"slm-allow-cloud-gpt"}
     wait_for("network policies", lambda: netpol_names(operator, ns) == want or None)
     tier_uid = get(operator, "inferencetier", "slm", ns)["metadata"]["uid"]  # type: ignore[index]
-    selector = {"matchLabels": {"tiered.dev/component": "slm", "tiered.dev/tier": "slm"}}
+    ours = {"matchLabels": {"app.kubernetes.io/managed-by": "tiered-operator"},
+            "matchExpressions": [{"key": "tiered.dev/component", "operator": "In", "values": ["slm", "router"]}]}
     expected = {
-        "slm-default-deny": {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]},
-        "slm-allow-ingress": {
-            "podSelector": selector,
-            "policyTypes": ["Ingress"],
+        "tiered-base": {
+            "podSelector": ours,
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": {}}],
                          "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9090},
                                    {"protocol": "TCP", "port": 8080}]}],
-        },
-        "slm-allow-egress": {
-            "podSelector": selector,
-            "policyTypes": ["Egress"],
             "egress": [
                 {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -437,24 +433,39 @@ def test_network_policies_field_by_field(make_ns: Callable[..., str], operator: 
             ],
         },
         "slm-allow-cloud-gpt": {
-            "podSelector": selector,
+            "podSelector": {"matchLabels": {"tiered.dev/component": "slm", "tiered.dev/tier": "slm"}},
             "policyTypes": ["Egress"],
             "egress": [{"to": [{"ipBlock": {"cidr": CIDR}}], "ports": [{"protocol": "TCP", "port": 443}]}],
         },
-    }
+    }  # fmt: skip
     for name, spec in expected.items():
         obj = get(operator, "networkpolicy", name, ns, "--show-managed-fields")
         assert obj is not None, name
         assert obj["spec"] == spec, name
         meta = obj["metadata"]
-        assert meta["labels"]["tiered.dev/tier"] == "slm"
         assert meta["labels"]["tiered.dev/component"] == "network"
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "tiered-operator"
-        assert meta["ownerReferences"] == [{"apiVersion": "tiered.dev/v1alpha1", "kind": "InferenceTier",
-                                            "name": "slm", "uid": tier_uid, "controller": True,
-                                            "blockOwnerDeletion": True}]
         managers = {m["manager"] for m in meta["managedFields"] if m["operation"] == "Apply"}
         assert managers == {"tiered-operator"}
+    allowance = get(operator, "networkpolicy", "slm-allow-cloud-gpt", ns)
+    assert allowance is not None and allowance["metadata"]["labels"]["tiered.dev/tier"] == "slm"
+    assert allowance["metadata"]["ownerReferences"] == [{"apiVersion": "tiered.dev/v1alpha1", "kind": "InferenceTier",
+                                                         "name": "slm", "uid": tier_uid, "controller": True,
+                                                         "blockOwnerDeletion": True}]  # fmt: skip
+
+
+def test_base_policy_goes_with_the_last_local_tier_of_the_namespace(
+    make_ns: Callable[..., str], operator: Cluster
+) -> None:
+    ns = make_ns()
+    apply(operator, local_tier(ns))
+    apply(operator, local_tier(ns, "other"))
+    wait_for("base policy", lambda: netpol_names(operator, ns) == BASE_NETPOLS or None)
+    operator.kubectl("delete", "inferencetier", "slm", "-n", ns)
+    time.sleep(2)
+    assert netpol_names(operator, ns) == BASE_NETPOLS  # "other" still needs it
+    operator.kubectl("delete", "inferencetier", "other", "-n", ns)
+    wait_for("base policy deleted", lambda: netpol_names(operator, ns) == set() or None)
 
 
 def test_steady_state_pass_writes_nothing(make_ns: Callable[..., str], operator: Cluster) -> None:
@@ -483,8 +494,8 @@ def test_deleted_network_policy_is_restored(make_ns: Callable[..., str], operato
     ns = make_ns(**{"tiered.dev/residency": "local-only"})
     apply(operator, local_tier(ns))
     wait_for("network policies", lambda: netpol_names(operator, ns) == BASE_NETPOLS or None)
-    operator.kubectl("delete", "networkpolicy", "slm-default-deny", "-n", ns)
-    wait_for("default deny restored", lambda: "slm-default-deny" in netpol_names(operator, ns))
+    operator.kubectl("delete", "networkpolicy", "tiered-base", "-n", ns)
+    wait_for("default deny restored", lambda: "tiered-base" in netpol_names(operator, ns))
 
 
 # --- Pod Security ---------------------------------------------------------------------------------------------------

@@ -7,12 +7,8 @@ from typing import Any
 from tiered_operator.api.inferencetier import InferenceTier
 from tiered_operator.autoscale.algorithm import ScaleDecision, ScaleReason, TierMetrics
 from tiered_operator.autoscale.promql import SLOMetric
-from tiered_operator.autoscale.tierstatus import (
-    autoscale_target,
-    slo_condition,
-    status_differs,
-    tier_status,
-)
+from tiered_operator.autoscale.tierstatus import AUTOSCALER_STATUS_KEYS, autoscale_target, slo_condition, tier_status
+from tiered_operator.reconcile.conditions import status_differs
 
 
 def tier(**spec: Any) -> InferenceTier:
@@ -95,8 +91,8 @@ def test_a_hold_keeps_the_last_scale_and_the_transition_time() -> None:
     )
     assert status["lastScaleTime"] == "2026-11-28T13:00:00Z"
     assert status["conditions"][0]["lastTransitionTime"] == "2026-11-28T13:05:00Z"
-    assert status_differs(existing, status)  # p95 and message moved
-    assert not status_differs({**existing, **status}, status)  # steady state: nothing to write
+    assert status_differs(existing, status, AUTOSCALER_STATUS_KEYS)  # p95 and message moved
+    assert not status_differs({**existing, **status}, status, AUTOSCALER_STATUS_KEYS)  # steady state: nothing to write
 
 
 def test_unknown_latency_removes_p95_rather_than_showing_a_stale_one() -> None:
@@ -106,4 +102,4 @@ def test_unknown_latency_removes_p95_rather_than_showing_a_stale_one() -> None:
         generation=1, now="2026-11-28T14:00:00Z",
     )
     assert "p95Ms" not in status
-    assert status_differs(existing, status)
+    assert status_differs(existing, status, AUTOSCALER_STATUS_KEYS)

@@ -37,6 +37,17 @@ def test_status_table_shows_p95_against_slo_and_replicas() -> None:
     assert "0.82" in hybrid and "$12.50 / $500" in hybrid and "$40.10" in hybrid
 
 
+def test_status_says_why_a_tier_is_not_ready() -> None:
+    tier = _tier("edge", "local", "False", None)
+    tier["status"]["conditions"][0].update(
+        reason="Unschedulable", message='0/1 pods ready; pod edge-1: persistentvolumeclaim "models" not found')
+    out = render_status([tier, _tier("ok", "local", "True", None)], [])
+    assert out.splitlines()[-2:] == [
+        "Not ready:",
+        '  InferenceTier ml/edge: Unschedulable: 0/1 pods ready; pod edge-1: persistentvolumeclaim "models" not found',
+    ]
+
+
 def test_status_says_when_nothing_exists() -> None:
     assert render_status([], []).splitlines() == ["No InferenceTiers found.", "", "No RoutingPolicies found."]
 

@@ -150,7 +150,7 @@ def test_kubelet_and_kube_proxy_configs_stay_off_host_defaults(tmp_path: Path) -
 
 
 def test_coredns_has_no_upstream_and_matches_the_operators_dns_peer() -> None:
-    from tiered_operator.residency.network import DEFAULT_DNS_PEERS
+    from tiered_operator.settings import DEFAULT_DNS_PEERS
 
     assert "forward" not in node.COREFILE and "/etc/resolv.conf" not in node.COREFILE
     objects = {o["kind"]: o for o in node.coredns_objects()}

@@ -23,7 +23,8 @@ def test_package_imports_every_handler_module() -> None:
 def test_children_and_custom_resources_are_watched_and_indexed() -> None:
     registry = kopf.get_default_registry()
     ids = {h.id for resource_handlers in registry._indexing._handlers for h in [resource_handlers]}
-    assert {"tiered_tiers", "tiered_policies", "tiered_deployments", "tiered_services", "tiered_configmaps"} <= ids
+    assert {"tiered_tiers", "tiered_policies", "tiered_deployments", "tiered_services", "tiered_configmaps",
+            "tiered_network_policies", "tiered_pods", "tiered_pod_events", "tiered_namespaces"} <= ids
     watching = {h.id for h in registry._watching._handlers}
     assert {
         "inferencetier_event",
@@ -31,9 +32,20 @@ def test_children_and_custom_resources_are_watched_and_indexed() -> None:
         "owned_deployment_event",
         "owned_service_event",
         "owned_configmap_event",
+        "owned_networkpolicy_event",
+        "owned_pod_event",
+        "namespace_event",
     } <= watching
-    spawning = {h.id for h in registry._spawning._handlers}
-    assert {"inferencetier_resync", "routingpolicy_resync"} <= spawning
+
+
+def test_only_daemons_need_kopfs_finalizer_so_a_plain_tier_gets_none() -> None:
+    """A kopf timer or daemon makes kopf put its finalizer on every object it runs for: one more write per
+    object. The resync is one loop per process (handlers/startup.py); only the autoscaler (autoscaled tiers)
+    and the budget loop (policies) are daemons."""
+    registry = kopf.get_default_registry()
+    spawning = registry._spawning._handlers
+    assert {h.id for h in spawning} == {"autoscale", "budget"}
+    assert all(getattr(h, "interval", None) is None for h in spawning)  # no timers
 
 
 def test_cli_scope_and_peering_options() -> None:

@@ -14,11 +14,13 @@ def _body(name: str, uid: str) -> dict[str, Any]:
 def _indexes(gone: Tombstones) -> Indexes:
     key = ("ns", "InferenceTier", "t")
     return Indexes(
-        tiers={"ns": [_body("t", "tier-uid")]},
+        tiers={("ns", "t"): [_body("t", "tier-uid")]},
         policies={},
-        deployments={key: [_body("t", "dep-uid")]},
-        services={key: [_body("t", "svc-uid")]},
-        configmaps={key: [_body("t-router", "cm-uid")]},
+        children={
+            "Deployment": {key: [_body("t", "dep-uid")]},
+            "Service": {key: [_body("t", "svc-uid")]},
+            "ConfigMap": {key: [_body("t-router", "cm-uid")]},
+        },
         gone=gone,
     )
 
@@ -50,9 +52,10 @@ def test_lookups_skip_buried_uids_and_a_recreated_object_is_seen_again() -> None
     gone.bury("tier-uid")
     assert idx.child("Deployment", "ns", "InferenceTier", "t", "t") is None
     assert idx.tier_bodies("ns") == {}
-    assert [b["metadata"]["uid"] for b in idx.children_of("ns", "InferenceTier", "t")] == ["svc-uid", "cm-uid"]
-    recreated = Indexes(idx.tiers, idx.policies, {("ns", "InferenceTier", "t"): [_body("t", "new-uid")]},
-                        idx.services, idx.configmaps, gone=gone)  # fmt: skip
+    assert idx.child("Service", "ns", "InferenceTier", "t", "t") is not None
+    recreated = Indexes(idx.tiers, idx.policies,
+                        {**idx.children, "Deployment": {("ns", "InferenceTier", "t"): [_body("t", "new-uid")]}},
+                        gone=gone)  # fmt: skip
     assert recreated.child("Deployment", "ns", "InferenceTier", "t", "t") == _body("t", "new-uid")
 
 

@@ -4,59 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from tiered_operator.api.routingpolicy import RoutingPolicy
-from tiered_operator.handlers.reconciler import announce_ready, related_tiers
-from tiered_operator.handlers.residency import needs_stamp, resync_due, tier_event_matters
+from tiered_operator.handlers.reconciler import announce_ready, outranked, related_tiers
 from tiered_operator.handlers.state import PendingWrites, awaiting_finalizer
 
+AUTOSCALED = {"backend": "local", "autoscaling": {"maxReplicas": 3}, "slo": {"latencyP95Ms": 50}}
 
-def test_reconcile_waits_for_kopfs_finalizer_on_a_new_object() -> None:
-    assert awaiting_finalizer({"metadata": {"name": "t"}})
-    assert awaiting_finalizer({"metadata": {"finalizers": ["other.io/x"]}})
-    assert not awaiting_finalizer({"metadata": {"finalizers": ["tiered.dev/finalizer"]}})
+
+def test_reconcile_waits_for_kopfs_finalizer_only_where_kopf_adds_one() -> None:
+    tiers, policies = "inferencetiers", "routingpolicies"
+    # a plain tier has no daemon, so kopf never adds a finalizer: no write, and nothing to wait for
+    assert not awaiting_finalizer(tiers, {"metadata": {"name": "t"}, "spec": {"backend": "local"}})
+    # the autoscaler (a daemon) and the budget loop (a daemon on every policy) do need kopf's finalizer
+    assert awaiting_finalizer(tiers, {"metadata": {"name": "t"}, "spec": AUTOSCALED})
+    assert awaiting_finalizer(policies, {"metadata": {"finalizers": ["other.io/x"]}})
+    assert not awaiting_finalizer(policies, {"metadata": {"finalizers": ["tiered.dev/finalizer"]}})
     # an object being deleted is never held back (kopf will not add a finalizer to it)
-    assert not awaiting_finalizer({"metadata": {"deletionTimestamp": "2026-11-28T00:00:00Z"}})
+    assert not awaiting_finalizer(policies, {"metadata": {"deletionTimestamp": "2026-11-28T00:00:00Z"}})
 
 
-def test_new_objects_are_stamped_only_after_a_relabel() -> None:
-    assert not needs_stamp(None, "restricted;*", relabelled=False)  # created under the current labels
-    assert needs_stamp(None, "local-only;*", relabelled=True)  # the namespace changed since: wake it
-    assert needs_stamp("restricted;*", "local-only;*", relabelled=False)
-    assert not needs_stamp("local-only;*", "local-only;*", relabelled=True)
-
-
-def test_residency_resync_runs_once_a_minute_per_namespace_not_per_tier() -> None:
-    assert resync_due(None, 5.0)
-    assert not resync_due(100.0, 130.0)
-    assert resync_due(100.0, 160.0)
-
-
-@pytest.mark.parametrize(
-    ("event", "before", "now", "matters"),
-    [
-        (None, None, (1, False, True), True),  # first sight (listing at start)
-        ("ADDED", None, (1, False, False), True),
-        ("MODIFIED", (1, False, False), (1, False, True), True),  # kopf's finalizer arrived
-        ("MODIFIED", (1, False, True), (1, False, True), False),  # status or metadata only
-        ("MODIFIED", (1, False, True), (2, False, True), True),  # spec changed
-        ("MODIFIED", (1, False, True), (1, True, True), True),  # deletion started
-        ("DELETED", (1, True, True), (1, True, True), True),
-    ],
-)
-def test_only_tier_events_that_change_residency_ask_for_a_pass(
-    event: str | None, before: tuple[int, bool, bool] | None, now: tuple[int, bool, bool], matters: bool
-) -> None:
-    assert tier_event_matters(event, before, now) is matters
+def test_the_resync_loop_pauses_while_a_live_peer_outranks_this_replica() -> None:
+    now = 1_800_000_000.0
+    fresh = "2027-01-15T08:00:00"  # = now, as kopf writes lastseen (UTC, no zone)
+    assert outranked({"other": {"priority": 200, "lastseen": fresh, "lifetime": 15}}, 100, now)
+    assert not outranked({"me": {"priority": 100, "lastseen": fresh, "lifetime": 15}}, 100, now)
+    assert not outranked({"lower": {"priority": 50, "lastseen": fresh, "lifetime": 15}}, 100, now)
+    stale = "2027-01-15T07:59:00"
+    assert not outranked({"dead": {"priority": 200, "lastseen": stale, "lifetime": 15}}, 100, now)
+    assert not outranked(None, 100, now) and not outranked({}, 100, now)
 
 
 def test_ready_events_on_flips_only() -> None:
     assert not announce_ready(None, "False")  # first report of a new tier: not ready yet, no Event
-    assert announce_ready(None, "True")
-    assert announce_ready("False", "True")
-    assert announce_ready("True", "False")
-    assert not announce_ready("False", "False")  # DeploymentMissing → RolloutInProgress → ModelLoading: one rollout
+    assert not announce_ready(None, "True")  # ready at first sight: in status, no Event
+    assert not announce_ready({"status": "False", "reason": "ModelLoading"}, "True")  # a rollout finishing
+    assert announce_ready({"status": "False", "reason": "CrashLoopBackOff"}, "True")  # recovered from a failure
+    assert announce_ready({"status": "True", "reason": "Ready"}, "False")  # readiness lost
+    assert not announce_ready({"status": "False", "reason": "ModelLoading"}, "False")
 
 
 def test_a_tier_reconcile_loads_only_related_tiers(make_policy: Callable[..., RoutingPolicy]) -> None:
@@ -71,8 +55,9 @@ def test_pending_writes_outstanding_until_observed_or_expired() -> None:
     key = ("Deployment", "ns", "t")
     assert not pending.outstanding(key)
     pending.wrote(key, "h1")
+    pending.confirmed(key, "5")
     assert pending.outstanding(key)
-    pending.observed(key)
+    pending.observed(key, "5")
     assert not pending.outstanding(key)
     pending.wrote(key, "h2")
     now[0] = 11.0

@@ -1,10 +1,10 @@
-"""The handlers' in-memory helpers: plain copies of kopf bodies, pending writes, the TTL cache."""
+"""The handlers' in-memory helpers: plain copies of kopf bodies, pending writes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tiered_operator.handlers.state import PendingWrites, TTLCache, slim
+from tiered_operator.handlers.state import PendingWrites, slim
 
 
 class Clock:
@@ -30,27 +30,45 @@ def test_pending_write_suppresses_the_same_write_until_its_event_or_expiry() -> 
     pending.wrote(key, "h1")
     assert pending.waiting(key, "h1")
     assert not pending.waiting(key, "h2")  # a different desired state is never held back
-    pending.observed(key)
+    pending.confirmed(key, "12")
+    pending.observed(key, "11")  # the object's previous version, arriving late: our write is not visible yet
+    assert pending.waiting(key, "h1")
+    pending.observed(key, "12")
     assert not pending.waiting(key, "h1")
     pending.wrote(key, "h1")
     clock.now = 11
     assert not pending.waiting(key, "h1")
 
 
-def test_ttl_cache_reloads_after_ttl() -> None:
-    clock = Clock()
-    cache = TTLCache(ttl=2, clock=clock)
-    loads: list[str] = []
+def test_a_write_shown_by_the_index_is_settled_even_without_an_event() -> None:
+    """A server-side apply that changes nothing produces no watch event; the index already shows its version."""
+    pending = PendingWrites(expiry=60, clock=Clock())
+    key = ("Service", "ns", "a")
+    pending.wrote(key, "h1")
+    pending.confirmed(key, "7")
+    assert pending.outstanding(key, {"metadata": {"resourceVersion": "6"}})
+    assert not pending.outstanding(key, {"metadata": {"resourceVersion": "7"}})
 
-    def load(value: str) -> str:
-        loads.append(value)
-        return value
 
-    assert cache.get("ns", lambda: load("a")) == "a"
-    assert cache.get("ns", lambda: load("b")) == "a"
-    clock.now = 3
-    assert cache.get("ns", lambda: load("c")) == "c"
-    assert loads == ["a", "c"]
+def test_an_event_before_the_response_settles_the_write_once_the_response_says_which_version() -> None:
+    pending = PendingWrites(expiry=60, clock=Clock())
+    key = ("ConfigMap", "ns", "a")
+    pending.wrote(key, "h1")
+    pending.observed(key, "9")  # handled before the apply returned
+    assert pending.outstanding(key)
+    pending.confirmed(key, "9")
+    assert not pending.outstanding(key)
+
+
+def test_a_delete_is_settled_by_its_deleted_event_or_by_the_index_losing_the_object() -> None:
+    pending = PendingWrites(expiry=60, clock=Clock())
+    key = ("NetworkPolicy", "ns", "a")
+    pending.wrote(key, "<deleted>")
+    assert pending.outstanding(key, {"metadata": {"resourceVersion": "3"}})
+    assert not pending.outstanding(key, None)
+    pending.wrote(key, "<deleted>")
+    pending.observed(key, "4", deleted=True)
+    assert not pending.outstanding(key, {"metadata": {"resourceVersion": "3"}})
 
 
 def test_a_status_write_counts_as_seen_once_the_watch_reaches_its_resource_version() -> None:

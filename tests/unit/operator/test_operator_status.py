@@ -11,6 +11,7 @@ import pytest
 from tiered_operator.api.common import SecretKeyRef
 from tiered_operator.api.inferencetier import InferenceTier
 from tiered_operator.api.routingpolicy import RoutingPolicy
+from tiered_operator.reconcile.conditions import status_differs
 from tiered_operator.reconcile.router_config import NamespacePolicy, compile_policy
 from tiered_operator.reconcile.status import (
     POLICY_STATUS_KEYS,
@@ -18,7 +19,6 @@ from tiered_operator.reconcile.status import (
     TierObservation,
     policy_status,
     secret_problem,
-    status_differs,
     tier_status,
 )
 from tiered_operator.settings import OperatorSettings
@@ -137,14 +137,14 @@ def test_second_computation_over_the_stored_status_is_not_a_difference(
     stored = {**first, "p95Ms": 12, "conditions": [*first["conditions"], {"type": "Other", "status": "True"}]}
     again = tier_status(make_tier(), _obs(_dep()), stored, settings, "T2")
     assert again == first  # same transition times, only our own conditions
-    assert not status_differs(again, stored, TIER_STATUS_KEYS)
+    assert not status_differs(stored, again, TIER_STATUS_KEYS)
     changed = tier_status(make_tier(), _obs(_dep(ready=0, available=False)), stored, settings, "T3")
-    assert status_differs(changed, stored, TIER_STATUS_KEYS)
+    assert status_differs(stored, changed, TIER_STATUS_KEYS)
 
 
 def test_a_field_we_stopped_setting_is_a_difference() -> None:
-    assert status_differs({"observedGeneration": 1}, {"observedGeneration": 1, "configHash": "x"}, POLICY_STATUS_KEYS)
-    assert not status_differs({"observedGeneration": 1}, {"observedGeneration": 1, "p95Ms": 3}, TIER_STATUS_KEYS)
+    assert status_differs({"observedGeneration": 1, "configHash": "x"}, {"observedGeneration": 1}, POLICY_STATUS_KEYS)
+    assert not status_differs({"observedGeneration": 1, "p95Ms": 3}, {"observedGeneration": 1}, TIER_STATUS_KEYS)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The handler module's pure parts, and the webhook's TLS served by kopf's own server on loopback."""
+"""Residency's settings and indexes, and the webhook's TLS served by kopf's own server on loopback."""
 
 from __future__ import annotations
 
@@ -10,32 +10,24 @@ from typing import Any
 
 import aiohttp
 import kopf
-from residency_objects import cloud_tier, local_tier
 
-from tiered_operator.handlers.residency import WebhookConfig, callers_and_clouds, ensure_certificates, in_scope
-
-
-def test_callers_and_clouds_follow_the_policies_that_pair_tiers() -> None:
-    tiers = {"slm": local_tier("slm"), "edge": local_tier("edge"), "gpt": cloud_tier("gpt"),
-             "other": cloud_tier("other")}
-    policies = [{"spec": {"tiers": ["slm", "gpt"]}}, {"spec": {"tiers": ["edge"]}}]
-    clouds, callers = callers_and_clouds(tiers, policies)
-    assert {k: [t.metadata.name for t in v] for k, v in clouds.items()} == {"slm": ["gpt"], "edge": []}
-    assert callers == {"gpt": ["slm"], "other": []}
+from tiered_operator.handlers.state import Indexes, Tombstones
+from tiered_operator.residency.tls import ensure_certificates
+from tiered_operator.settings import OperatorSettings, WebhookConfig
 
 
 def test_webhook_is_off_unless_a_port_is_configured() -> None:
-    assert WebhookConfig.from_env({}) is None
-    config = WebhookConfig.from_env({"TIERED_WEBHOOK_PORT": "9443", "TIERED_WEBHOOK_HOST": "op.example"})
+    assert OperatorSettings.from_env({}).webhook is None
+    config = OperatorSettings.from_env({"TIERED_WEBHOOK_PORT": "9443", "TIERED_WEBHOOK_HOST": "op.example"}).webhook
     assert config == WebhookConfig(port=9443, addr="127.0.0.1", host="op.example")
 
 
-def test_scope_patterns(monkeypatch: Any) -> None:
-    monkeypatch.setenv("TIERED_WATCH_NAMESPACES", "rz-*,team-a")
-    assert in_scope("rz-123") and in_scope("team-a")
-    assert not in_scope("team-b") and not in_scope(None)
-    monkeypatch.delenv("TIERED_WATCH_NAMESPACES")
-    assert in_scope("anything")
+def test_scope_patterns_are_read_once_for_kopf_and_for_the_webhook() -> None:
+    settings = OperatorSettings.from_env({"TIERED_WATCH_NAMESPACES": "rz-*, team-a"})
+    assert settings.namespaces == ("rz-*", "team-a")
+    assert settings.in_scope("rz-123") and settings.in_scope("team-a")
+    assert not settings.in_scope("team-b") and not settings.in_scope(None)
+    assert OperatorSettings.from_env({}).in_scope("anything")
 
 
 def test_mounted_certificates_are_used_as_they_are(tmp_path: Path) -> None:
@@ -74,16 +66,18 @@ async def test_kopf_webhook_server_speaks_tls_verified_by_our_ca(tmp_path: Path)
 
 
 def test_namespace_policy_from_the_index_or_none_when_not_indexed_yet() -> None:
-    from tiered_operator.handlers.residency import policy_from_index, residency_namespaces
+    from tiered_operator.handlers.indexes import tiered_namespaces
+    from tiered_operator.reconcile.router_config import NamespacePolicy
 
     body = {"metadata": {"labels": {"tiered.dev/residency": "local-only", "team": "a"},
                          "annotations": {"tiered.dev/allowed-regions": "eu-west-1", "other": "x"}}}
-    entry = residency_namespaces(name="team-a", body=body)
+    entry = tiered_namespaces(name="team-a", body=body)  # type: ignore[arg-type]
     assert entry == {"team-a": {"labels": {"tiered.dev/residency": "local-only"},
                                 "annotations": {"tiered.dev/allowed-regions": "eu-west-1"}}}
-    index = {"team-a": [entry["team-a"]]}
-    policy = policy_from_index(index, "team-a")
-    assert policy is not None
+    idx = Indexes(tiers={}, policies={}, children={}, gone=Tombstones(), namespaces={"team-a": [entry["team-a"]]})
+    found = idx.namespace_metadata("team-a")
+    assert found is not None
+    policy = NamespacePolicy.from_labels(*found).policy
     assert policy.residency.value == "local-only"
     assert policy.allowed_regions == {"eu-west-1"}
-    assert policy_from_index(index, "team-b") is None
+    assert idx.namespace_metadata("team-b") is None

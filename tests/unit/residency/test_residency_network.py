@@ -1,4 +1,5 @@
-"""NetworkPolicies and CiliumNetworkPolicies for a local tier, asserted field by field."""
+"""The namespace's base NetworkPolicy, each tier's cloud egress allowances, and CiliumNetworkPolicies, field by
+field."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ import json
 
 from residency_objects import NS, cloud_tier, local_tier
 
-from tiered_operator.residency import NetworkOptions, build_cilium_policies, build_network_policies, namespace_policy
+from tiered_operator.residency import (
+    EgressSubject,
+    NetworkOptions,
+    build_base_network_policy,
+    build_cilium_policies,
+    build_network_policies,
+    namespace_policy,
+)
 from tiered_operator.residency.cilium import cilium_served
+from tiered_operator.settings import OperatorSettings
 
 SELECTOR = {"tiered.dev/tier": "slm", "tiered.dev/component": "slm"}
 CLOUD = cloud_tier("gpt", cidrs=["203.0.113.0/24", "2001:db8::/32"], ports=[443, 8443])
 LOCAL_ONLY = namespace_policy({"tiered.dev/residency": "local-only"})
 RESTRICTED = namespace_policy({})
+SLM = EgressSubject.for_tier(local_tier())
 
 
 def _by_name(policies: list[dict]) -> dict[str, dict]:
@@ -20,55 +30,42 @@ def _by_name(policies: list[dict]) -> dict[str, dict]:
 
 
 def test_local_only_namespace_never_gets_cloud_egress() -> None:
-    policies = _by_name(build_network_policies(local_tier(), LOCAL_ONLY, [CLOUD], NetworkOptions()))
-    assert set(policies) == {"slm-default-deny", "slm-allow-ingress", "slm-allow-egress"}
-    for p in policies.values():
-        for rule in p["spec"].get("egress", []):
-            assert not any("ipBlock" in peer for peer in rule["to"])
+    assert build_network_policies(SLM, LOCAL_ONLY, [CLOUD]) == []
+    base = build_base_network_policy(NS, NetworkOptions())
+    for rule in base["spec"]["egress"]:
+        assert not any("ipBlock" in peer for peer in rule["to"])
 
 
-def test_default_deny_selects_the_tier_pods_for_both_directions_with_no_rules() -> None:
-    deny = _by_name(build_network_policies(local_tier(), RESTRICTED, [], NetworkOptions()))["slm-default-deny"]
-    assert deny["apiVersion"] == "networking.k8s.io/v1"
-    assert deny["kind"] == "NetworkPolicy"
-    assert deny["spec"] == {"podSelector": {"matchLabels": SELECTOR}, "policyTypes": ["Ingress", "Egress"]}
-
-
-def test_metadata_labels_and_owner_reference() -> None:
-    deny = _by_name(build_network_policies(local_tier(), RESTRICTED, [], NetworkOptions()))["slm-default-deny"]
-    meta = deny["metadata"]
-    assert meta["namespace"] == NS
-    assert meta["labels"] == {
-        "app.kubernetes.io/managed-by": "tiered-operator",
-        "app.kubernetes.io/part-of": "tiered",
-        "tiered.dev/tier": "slm",
-        "tiered.dev/component": "network",
+def test_base_policy_selects_every_pod_we_run_in_the_namespace_for_both_directions() -> None:
+    base = build_base_network_policy(NS, NetworkOptions())
+    assert base["apiVersion"] == "networking.k8s.io/v1" and base["kind"] == "NetworkPolicy"
+    assert base["metadata"] == {
+        "name": "tiered-base",
+        "namespace": NS,
+        "labels": {"app.kubernetes.io/managed-by": "tiered-operator", "app.kubernetes.io/part-of": "tiered",
+                   "tiered.dev/component": "network"},
+    }  # no owner: it serves every tier of the namespace; the reconciler deletes it with the last one
+    assert base["spec"]["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/managed-by": "tiered-operator"},
+        "matchExpressions": [{"key": "tiered.dev/component", "operator": "In", "values": ["slm", "router"]}],
     }
-    assert meta["ownerReferences"] == [{"apiVersion": "tiered.dev/v1alpha1", "kind": "InferenceTier", "name": "slm",
-                                        "uid": "uid-slm", "controller": True, "blockOwnerDeletion": True}]
+    assert base["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
 def test_ingress_from_namespace_and_configured_peers_on_serving_ports() -> None:
     extra = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-    options = NetworkOptions.from_env({"TIERED_NETPOL_INGRESS_PEERS": json.dumps([extra])})
-    ingress = _by_name(build_network_policies(local_tier(), RESTRICTED, [], options))["slm-allow-ingress"]
-    assert ingress["spec"] == {
-        "podSelector": {"matchLabels": SELECTOR},
-        "policyTypes": ["Ingress"],
-        "ingress": [
-            {
-                "from": [{"podSelector": {}}, extra],
-                "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9090},
-                          {"protocol": "TCP", "port": 8080}],
-            }
-        ],
-    }
+    options = OperatorSettings.from_env({"TIERED_NETPOL_INGRESS_PEERS": json.dumps([extra])}).network
+    assert build_base_network_policy(NS, options)["spec"]["ingress"] == [
+        {
+            "from": [{"podSelector": {}}, extra],
+            "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9090},
+                      {"protocol": "TCP", "port": 8080}],
+        }
+    ]
 
 
 def test_egress_allows_dns_and_in_namespace_tiers_only() -> None:
-    egress = _by_name(build_network_policies(local_tier(), RESTRICTED, [], NetworkOptions()))["slm-allow-egress"]
-    assert egress["spec"]["policyTypes"] == ["Egress"]
-    dns, tiers = egress["spec"]["egress"]
+    dns, tiers = build_base_network_policy(NS, NetworkOptions())["spec"]["egress"]
     assert dns == {
         "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -80,10 +77,18 @@ def test_egress_allows_dns_and_in_namespace_tiers_only() -> None:
     }
 
 
-def test_permitted_cloud_tier_gets_its_cidrs_and_ports() -> None:
-    policies = _by_name(build_network_policies(local_tier(), RESTRICTED, [CLOUD], NetworkOptions()))
-    cloud = policies["slm-allow-cloud-gpt"]
-    assert cloud["metadata"]["labels"]["tiered.dev/cloud-tier"] == "gpt"
+def test_permitted_cloud_tier_gets_its_cidrs_and_ports_owned_by_the_tier() -> None:
+    cloud = _by_name(build_network_policies(SLM, RESTRICTED, [CLOUD]))["slm-allow-cloud-gpt"]
+    assert cloud["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "tiered-operator",
+        "app.kubernetes.io/part-of": "tiered",
+        "tiered.dev/tier": "slm",
+        "tiered.dev/component": "network",
+        "tiered.dev/cloud-tier": "gpt",
+    }
+    assert cloud["metadata"]["ownerReferences"] == [{"apiVersion": "tiered.dev/v1alpha1", "kind": "InferenceTier",
+                                                     "name": "slm", "uid": "uid-slm", "controller": True,
+                                                     "blockOwnerDeletion": True}]
     assert cloud["spec"] == {
         "podSelector": {"matchLabels": SELECTOR},
         "policyTypes": ["Egress"],
@@ -94,24 +99,22 @@ def test_permitted_cloud_tier_gets_its_cidrs_and_ports() -> None:
 
 def test_cloud_tier_in_a_region_not_allowed_gets_no_egress() -> None:
     ns = namespace_policy({"tiered.dev/residency": "unrestricted", "tiered.dev/allowed-regions": "us-east-1"})
-    assert "slm-allow-cloud-gpt" not in _by_name(build_network_policies(local_tier(), ns, [CLOUD], NetworkOptions()))
+    assert build_network_policies(SLM, ns, [CLOUD]) == []
 
 
 def test_cloud_tier_without_cidrs_gets_no_plain_egress() -> None:
-    names = _by_name(build_network_policies(local_tier(), RESTRICTED, [cloud_tier("gpt")], NetworkOptions()))
-    assert "slm-allow-cloud-gpt" not in names
+    assert build_network_policies(SLM, RESTRICTED, [cloud_tier("gpt")]) == []
 
 
 def test_dns_peers_are_configurable() -> None:
     peer = {"podSelector": {"matchLabels": {"app": "dns"}}}
-    options = NetworkOptions.from_env({"TIERED_NETPOL_DNS_PEERS": '[{"podSelector": {"matchLabels": {"app": "dns"}}}]'})
-    egress = _by_name(build_network_policies(local_tier(), RESTRICTED, [], options))["slm-allow-egress"]
-    assert egress["spec"]["egress"][0]["to"] == [peer]
+    options = OperatorSettings.from_env({"TIERED_NETPOL_DNS_PEERS": json.dumps([peer])}).network
+    assert build_base_network_policy(NS, options)["spec"]["egress"][0]["to"] == [peer]
 
 
 def test_cilium_policy_allows_dns_proxy_and_provider_hosts() -> None:
     cloud = cloud_tier("gpt", ports=[443], fqdns=["*.blob.example.com"], base_url="https://LLM.example.com/v1")
-    (cnp,) = build_cilium_policies(local_tier(), RESTRICTED, [cloud], NetworkOptions())
+    (cnp,) = build_cilium_policies(SLM, RESTRICTED, [cloud], NetworkOptions())
     assert cnp["apiVersion"] == "cilium.io/v2"
     assert cnp["kind"] == "CiliumNetworkPolicy"
     assert cnp["metadata"]["name"] == "slm-fqdn-gpt"
@@ -125,7 +128,7 @@ def test_cilium_policy_allows_dns_proxy_and_provider_hosts() -> None:
 
 
 def test_cilium_policies_follow_residency() -> None:
-    assert build_cilium_policies(local_tier(), LOCAL_ONLY, [CLOUD], NetworkOptions()) == []
+    assert build_cilium_policies(SLM, LOCAL_ONLY, [CLOUD], NetworkOptions()) == []
 
 
 def test_cilium_discovery() -> None:
