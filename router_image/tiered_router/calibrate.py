@@ -32,7 +32,13 @@ thresholds wherever it is computed: the router at load, `tiered-router calibrate
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +52,8 @@ FALLBACK_THRESHOLD = 0.5  # the previous fixed default, used when the policy can
 MIN_OUT_OF_SCOPE = 10  # fewer out-of-scope rows (examples + unseen-topic rows) cannot estimate an 85 % rate
 MIN_IN_SCOPE = 2
 CURVE_POINTS = 21  # rows of the printed curve (every threshold is considered when choosing)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -179,3 +187,45 @@ def with_unseen_topics(held: HeldOut, scores: F32, default: F32, label: I64) -> 
         held.route_to_default,
         unseen,
     )
+
+
+def _code_digest() -> str:
+    """The held-out scores depend on this code and the classifier's: a change to either invalidates the cache."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("calibrate.py", "classify.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+def held_out_cached(inputs_digest: str, cache: Path | None, compute: Callable[[], HeldOut]) -> HeldOut:
+    """`compute()` (K+R trainings of the head: ~11 CPU-s on a 10-route, 825-example policy), remembered under
+    `cache` keyed by the classifier's inputs, the encoder's fingerprint and this code, so a router restart, a test
+    or `tiered-router calibrate` on the same policy reads the scores back. Deterministic either way: a hit returns
+    exactly what `compute()` returned. A read-only or missing cache (the router image's root filesystem) only
+    costs the computation."""
+    if cache is None:
+        return compute()
+    key = hashlib.sha256(f"{inputs_digest}|{_code_digest()}".encode()).hexdigest()[:32]
+    path = cache / "calibration" / f"{key}.npz"
+    try:
+        with np.load(path) as data:
+            unseen = data["unseen"] if "unseen" in data.files else None
+            return HeldOut(data["scores"], data["default"], data["label"], data["route_to_default"], unseen)
+    except (OSError, KeyError, ValueError):
+        pass
+    held = compute()
+    arrays = {"scores": held.scores, "default": held.default, "label": held.label,
+              "route_to_default": held.route_to_default}  # fmt: skip
+    if held.unseen is not None:
+        arrays["unseen"] = held.unseen
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError as exc:
+        log.debug("calibration cache not written (%s): %s", path, exc)
+    return held

@@ -16,7 +16,9 @@ the policy's out-of-scope examples; otherwise to the default tier.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import math
 import re
 from collections import Counter
@@ -26,10 +28,19 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .calibrate import FALLBACK_THRESHOLD, Calibration, HeldOut, calibrate, folds, with_unseen_topics
+from .calibrate import (
+    FALLBACK_THRESHOLD,
+    Calibration,
+    HeldOut,
+    calibrate,
+    folds,
+    held_out_cached,
+    with_unseen_topics,
+)
 from .config import ClassifierMethod, EncoderKind, RouterConfig
 from .decision import Classification, Reason
 from .encoders import Encoder
+from .static_embed import cache_dir
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -323,6 +334,25 @@ class RouteScores:
     default: float
 
 
+def classifier_inputs_digest(config: RouterConfig) -> str:
+    """What a RouteClassifier is built from: the routes, the classifier settings and the default tier (routes on
+    it are the out-of-scope examples). Nothing else in the config changes its answers."""
+    inputs = {
+        "routes": [r.model_dump(mode="json") for r in config.routes],
+        "classifier": config.classifier.model_dump(mode="json"),
+        "default_tier": config.default_tier,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def encoder_fingerprint(encoder: Encoder) -> str:
+    """Which vectors the encoder gives (its spec names a kind, not the weights behind it): a digest of one fixed
+    sentence's embedding."""
+    probe = encoder.encode(["tiered calibration probe: does this encoder give the same vectors?"])
+    digest = hashlib.sha256(np.ascontiguousarray(probe).tobytes()).hexdigest()[:16]
+    return f"{type(encoder).__name__}:{encoder.dim}:{digest}"
+
+
 class RouteClassifier:
     """Built once per config (encodes the examples), then answers per request with no further allocation."""
 
@@ -367,9 +397,11 @@ class RouteClassifier:
         # Thresholds: a route's own, else the policy's number, else (auto) one derived from the held-out examples.
         default = config.classifier.default_threshold
         needs_auto = default == "auto" and any(r.threshold is None for r in self.routes)
-        self.calibration: Calibration | None = (
-            calibrate(self.held_out(), config.classifier.target_out_of_scope_rate, 0.0, 1.0) if needs_auto else None
-        )
+        self.calibration: Calibration | None = None
+        if needs_auto:
+            digest = f"{classifier_inputs_digest(config)}|{encoder_fingerprint(encoder)}"
+            held = held_out_cached(digest, cache_dir(), self.held_out)
+            self.calibration = calibrate(held, config.classifier.target_out_of_scope_rate, 0.0, 1.0)
         fallback = self.calibration.threshold if self.calibration is not None else default
         self.thresholds = [
             r.threshold if r.threshold is not None else float(fallback if fallback != "auto" else FALLBACK_THRESHOLD)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .breaker import CircuitBreaker
-from .classify import RouteClassifier
+from .classify import RouteClassifier, classifier_inputs_digest
 from .config import DEFAULT_POLL_SECONDS, ConfigError, RouterConfig, TierConfig, load_config
 from .encoders import load_encoder
 from .metrics import RouterMetrics
@@ -88,23 +87,12 @@ def _breaker_key(tier: TierConfig) -> str:
     return f"{tier.name}|{tier.base_url}"
 
 
-def classifier_key(config: RouterConfig) -> str:
-    """What a RouteClassifier is built from: the routes, the classifier settings and the default tier (routes on
-    it are the out-of-scope examples). Nothing else in the config changes its answers."""
-    inputs = {
-        "routes": [r.model_dump(mode="json") for r in config.routes],
-        "classifier": config.classifier.model_dump(mode="json"),
-        "default_tier": config.default_tier,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-
-
 def build_state(config: RouterConfig, text: str, previous: RouterState | None = None) -> RouterState:
     """A new state for `config`. What did not change carries over: breakers of unchanged upstreams (a reload must
     not reset them) and the classifier when its inputs are the same, because building one encodes every example and
     trains (and, with auto thresholds, calibrates) the head: seconds of CPU that a budget flip or a price edit must
     not cost."""
-    inputs_key = classifier_key(config)
+    inputs_key = classifier_inputs_digest(config)
     if previous is not None and previous.classifier_key == inputs_key:
         classifier = previous.classifier
     else:
