@@ -5,26 +5,39 @@ the way through (docs/performance.md). aiohttp's server does that through an app
 middleware, a payload stream and a writer per request and one task per request; measured as a bare forwarding
 proxy here it added 0.12 ms p50 over the same proxy on a plain protocol. This module keeps what the two services use:
 
-- requests parsed by httptools in `data_received`; the handler of a request runs as a task started when its
-  headers are complete, one request at a time per connection (pipelined requests wait their turn, in order);
+- requests parsed by httptools in `data_received` (fed 16 KiB at a time, so a flood of tiny pipelined requests
+  queues at most one slice's worth beyond the pipeline depth before reading pauses); the handler of a request runs
+  as a task started when its head is complete, one request at a time per connection (pipelined requests wait
+  their turn, in order);
+- back-pressure from output to input: after each response, while the transport's write buffer is above its
+  high-water mark, the next request waits for it to drain and reading stays paused, so a client that pipelines
+  requests and never reads the answers holds a bounded amount of memory (docs/reliability.md "Hostile clients");
 - bodies by Content-Length or chunked coding, read whole (`read`) or piece by piece (`iter_chunks`), decoded on
-  the way when `Content-Encoding` is gzip or deflate (br when the `brotli` module is present; any other coding is
-  415); reading pauses while a handler leaves more than 1 MiB unread; `max_body` is a hard cap (413);
+  the way when `Content-Encoding` is gzip or deflate (br when a `brotli` module with bounded output is present; any
+  other coding, or more than one, is 415); inflating is bounded: at most 256 KiB of output per step, the loop gets
+  a turn between steps, and the decoded total is capped by `max_body` like the raw one (413 as soon as it is
+  passed), so a compression bomb costs neither memory nor a stalled loop; reading pauses while a handler leaves
+  more than 1 MiB unread;
 - `Expect: 100-continue` answered when the handler first reads the body (a handler that refuses on the headers
-  alone never asks for it);
+  alone never asks for it), and only on HTTP/1.1 (RFC 9110 10.1.1);
 - responses whole (`Response`, head and body in one write) or streamed (`StreamResponse`: chunked coding on
   HTTP/1.1, close-delimited on HTTP/1.0), with write back-pressure; a streamed head may wait for the first
   write (`defer_head`), so head and first bytes leave in one packet;
-- keep-alive by the HTTP version and `Connection` header; an idle connection closes after `keepalive_s` (also
-  between the bytes of a head under way); a body read waits at most `body_timeout_s` for each next piece, then
-  fails with 408, so a client that stops sending mid-body cannot hold a request for ever; a response sent before
-  its request body was read to the end closes the connection (the rest cannot be skipped safely) with a
-  lingering close: FIN first, the client's remaining input drained for up to 2 s, so the answer is not lost to
-  a reset;
-- malformed requests (bad syntax, a head over 64 KiB, an upgrade with a body or CONNECT, a method llhttp does not
-  know) get a 400 or 431 in the services' error JSON and the connection closes; nothing a client sends reaches a
-  handler half-parsed. A bodiless request asking for an upgrade (curl --http2's h2c) is answered as HTTP/1.1,
-  then the connection closes.
+- keep-alive by the HTTP version and `Connection` header; deadlines that trickled bytes cannot extend: a
+  connection with no request begun closes after `keepalive_s`, a request head must be complete within
+  `head_timeout_s` of its first byte (else 408), and a body within `body_timeout_s` of the handler's first read
+  (else 408); a response sent before its request body was read to the end closes the connection (the rest cannot
+  be skipped safely) with a lingering close: FIN first, the client's remaining input drained for up to 2 s, so the
+  answer is not lost to a reset;
+- at most `max_connections` open connections per server; one more is answered 503 and closed;
+- RFC 9112 framing: malformed requests (bad syntax, a head over 64 KiB: 431, a request target over 8 KiB: 414, an
+  HTTP/1.1 request without exactly one valid Host or any request with two: 400, a transfer coding other than
+  chunked: 501, an upgrade with a body or CONNECT, a method llhttp does not know) get an error in the services'
+  error JSON and the connection closes; nothing a client sends reaches a handler half-parsed. An HTTP/1.0 request
+  with Transfer-Encoding is served and the connection closed (its framing cannot be trusted, RFC 9112 6.1).
+  Whitespace before a chunk extension's `;` is accepted (RFC 9112 7.1.1 allows it; llhttp's
+  `lenient_spaces_after_chunk_size`). A bodiless request asking for an upgrade (curl --http2's h2c) is answered as
+  HTTP/1.1, then the connection closes.
 
 A handler is `async def handler(request) -> StreamResponse`; an exception escaping it becomes a 500 (the services
 shape their own errors before that). `Server.shutdown()` stops listening, lets running handlers finish up to a
@@ -37,11 +50,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from email.utils import formatdate
 from typing import Any, NoReturn, cast
 
@@ -52,21 +66,29 @@ log = logging.getLogger("tiered_http")
 
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 256
+MAX_TARGET = 8 * 1024  # request target (URL) longer than this: 414
+INFLATE_STEP = 256 * 1024  # most decoded bytes one inflate step produces before the loop gets a turn
+_FEED_SLICE = 16 * 1024  # received data is parsed this much at a time (see `_Connection._feed`)
 _HIGH_WATER = 1024 * 1024  # unread request body that pauses reading
 _PIPELINE_DEPTH = 16  # queued pipelined requests that pause reading
 _LINGER_S = 2.0  # after a final answer while the client may still be sending: how long its input is drained
 _LINGER_BYTES = 64 * 1024 * 1024  # ... and how much of it
+_REFUSED_LINGER_S = 0.25  # a connection over the cap: how long its input is drained after the 503
+# Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): a reg-name or IPv4 address, or an IP literal.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Za-z:._~!$&'()*+,;=-]+\])(?::[0-9]*)?")
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
     401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    409: "Conflict", 411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
-    422: "Unprocessable Entity", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    409: "Conflict", 411: "Length Required", 413: "Payload Too Large", 414: "URI Too Long",
+    415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }  # fmt: skip
 _NO_BODY_STATUS = frozenset((204, 304))
-_CODES = {400: "invalid_request", 408: "request_timeout", 413: "body_too_large", 415: "unsupported_encoding",
-          431: "header_too_large", 500: "internal_error"}  # fmt: skip
+_CODES = {400: "invalid_request", 408: "request_timeout", 413: "body_too_large", 414: "uri_too_long",
+          415: "unsupported_encoding", 431: "header_too_large", 500: "internal_error", 501: "not_implemented",
+          503: "too_many_connections"}  # fmt: skip
 
 Handler = Callable[["Request"], Awaitable["StreamResponse"]]
 
@@ -102,22 +124,44 @@ class _DateCache:
         return cls.value
 
 
+def _brotli_module() -> Any:
+    """The `brotli` module when it can bound its output (Brotli >= 1.2: `process(data, output_buffer_limit=...)`
+    and `can_accept_more_data()`), else None: an older one inflates a bomb in one call, so br is refused (415)."""
+    try:
+        import brotli
+    except ImportError:
+        return None
+    return brotli if hasattr(brotli.Decompressor(), "can_accept_more_data") else None
+
+
+def _steps(out: bytes) -> Iterator[bytes]:
+    if len(out) <= INFLATE_STEP:
+        if out:
+            yield out
+        return
+    for i in range(0, len(out), INFLATE_STEP):
+        yield out[i : i + INFLATE_STEP]
+
+
 class _Decoder:
-    """Content-Encoding of a request body, undone piece by piece."""
+    """Content-Encoding of a request body, undone piece by piece with bounded output.
+
+    `feed` is a generator: each piece it yields is at most `INFLATE_STEP` bytes, and the next piece is only
+    computed when asked for, so the caller decides when to give the loop a turn and when to stop (a cap)."""
 
     def __init__(self, coding: str) -> None:
         self.coding = coding
         self._brotli: Any = None
         self._zlib: Any = None
+        self._raw_tried = True
+        self._first = b""  # deflate: the first bytes, until there are two to tell zlib from raw deflate
         if coding == "gzip":
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif coding == "deflate":
             self._zlib = zlib.decompressobj()  # zlib-wrapped; raw deflate is tried if the first bytes say so
             self._raw_tried = False
         elif coding == "br":
-            import brotli  # only when the client sends br and it is installed
-
-            self._brotli = brotli.Decompressor()
+            self._brotli = _brotli_module().Decompressor()
         else:  # pragma: no cover - the caller checks `supported` first
             raise ValueError(coding)
 
@@ -125,47 +169,103 @@ class _Decoder:
     def supported(coding: str) -> bool:
         if coding in ("gzip", "deflate"):
             return True
-        if coding == "br":
-            try:
-                import brotli  # noqa: F401
-            except ImportError:
-                return False
-            return True
-        return False
+        return coding == "br" and _brotli_module() is not None
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> Iterator[bytes]:
         try:
             if self._brotli is not None:
-                return cast(bytes, self._brotli.process(data))
-            if self.coding == "deflate" and not self._raw_tried:
-                self._raw_tried = True
-                try:
-                    return cast(bytes, self._zlib.decompress(data))
-                except zlib.error:
-                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-            return cast(bytes, self._zlib.decompress(data))
-        except Exception as exc:  # zlib.error, brotli.error: the body does not match its Content-Encoding
+                yield from self._feed_brotli(data)
+            else:
+                yield from self._feed_zlib(data)
+        except (zlib.error, ValueError) as exc:
+            raise HTTPError(400, f"request body cannot be decoded: {self.coding}: {exc}") from None
+        except HTTPError:
+            raise
+        except Exception as exc:  # brotli.error: the body does not match its Content-Encoding
             raise HTTPError(400, f"request body cannot be decoded: {self.coding}: {exc}") from None
 
-    def finish(self) -> bytes:
-        if self._zlib is not None:
-            if not self._zlib.eof:
-                raise HTTPError(400, f"request body cannot be decoded: {self.coding}: truncated stream")
-            return cast(bytes, self._zlib.flush())
-        return b""
+    def _feed_zlib(self, data: bytes) -> Iterator[bytes]:
+        if not self._raw_tried:
+            data = self._first + data
+            if len(data) < 2:
+                self._first = data
+                return
+            self._first = b""
+            self._raw_tried = True
+            try:
+                zlib.decompressobj().decompress(data[:2])  # the zlib header (RFC 1950): two bytes, a checksum
+            except zlib.error:
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate (RFC 1951), as some clients send
+        while data:
+            d = self._zlib
+            if d.eof:
+                if self.coding != "gzip":
+                    raise HTTPError(400, f"request body cannot be decoded: {self.coding}: data after the end")
+                self._zlib = d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # RFC 1952: a further gzip member
+            out = d.decompress(data, INFLATE_STEP)
+            if out:
+                yield out
+            # output capped with input left (unconsumed_tail), or capped exactly with more pending inside zlib
+            while len(out) == INFLATE_STEP or d.unconsumed_tail:
+                out = d.decompress(d.unconsumed_tail, INFLATE_STEP)
+                if out:
+                    yield out
+                elif not d.unconsumed_tail:
+                    break
+            data = d.unused_data  # after the end of a gzip member: the next member (or trailing bytes)
+
+    def _feed_brotli(self, data: bytes) -> Iterator[bytes]:
+        d = self._brotli
+        # the limit stops the output buffer growing once reached, so one call may return up to about twice it
+        out = d.process(data, output_buffer_limit=INFLATE_STEP)
+        yield from _steps(out)
+        while not d.can_accept_more_data():  # output left inside: drain it with empty input, a step at a time
+            out = d.process(b"", output_buffer_limit=INFLATE_STEP)
+            if not out and not d.can_accept_more_data():  # pragma: no cover - defensive: never spin
+                raise HTTPError(400, f"request body cannot be decoded: {self.coding}: decoder stalled")
+            yield from _steps(out)
+
+    def finish(self) -> None:
+        """The body ended: the coded stream must have ended too."""
+        if self._zlib is not None and not self._zlib.eof:
+            raise HTTPError(400, f"request body cannot be decoded: {self.coding}: truncated stream")
+        if self._brotli is not None and not self._brotli.is_finished():
+            raise HTTPError(400, f"request body cannot be decoded: {self.coding}: truncated stream")
 
 
-def _body_stalled(waiter: asyncio.Future[None], after_s: float) -> None:
+def _body_late(waiter: asyncio.Future[None], within_s: float) -> None:
     if not waiter.done():
-        waiter.set_exception(HTTPError(408, f"no request body data arrived for {after_s:g} s"))
+        waiter.set_exception(HTTPError(408, f"request body not complete within {within_s:g} s"))
+
+
+def content_codings(headers: CIMultiDict[str]) -> list[str]:
+    """Every Content-Encoding field combined (RFC 9110 5.3: repeated fields form one comma-separated list), in the
+    order they were applied, lower case, `identity` and empty members left out."""
+    return [c for v in headers.getall("Content-Encoding", ()) for c in (m.strip().lower() for m in v.split(","))
+            if c and c != "identity"]  # fmt: skip
 
 
 class Request:
     """One parsed request: method, path, headers, and a body read once (`read` or `iter_chunks`)."""
 
     __slots__ = (
-        "_chunks", "_complete", "_conn", "_decoder", "_error", "_expect_continue", "_received", "_waiter",
-        "content_length", "headers", "keep_alive", "method", "path", "query_string", "version",
+        "_chunks",
+        "_complete",
+        "_conn",
+        "_deadline",
+        "_decoded",
+        "_decoder",
+        "_error",
+        "_expect_continue",
+        "_received",
+        "_waiter",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "query_string",
+        "version",
     )  # fmt: skip
 
     def __init__(self, conn: _Connection, method: str, target: bytes, version: str,
@@ -182,17 +282,22 @@ class Request:
         self.content_length = int(length) if length is not None and length.isdigit() else None
         self._chunks: deque[bytes] = deque()
         self._received = 0
+        self._decoded = 0
         self._complete = False
         self._error: HTTPError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._expect_continue = headers.get("Expect", "").lower() == "100-continue"
+        self._deadline: float | None = None  # the whole body by then (loop time), set at the first wait
+        # an HTTP/1.0 client cannot know 100 Continue; its expectation is ignored (RFC 9110 10.1.1)
+        self._expect_continue = version == "1.1" and headers.get("Expect", "").lower() == "100-continue"
         self._decoder: _Decoder | None = None
-        coding = headers.get("Content-Encoding", "identity").strip().lower()
-        if coding not in ("", "identity"):
-            if _Decoder.supported(coding):
-                self._decoder = _Decoder(coding)
-            else:
-                self._error = HTTPError(415, f"unsupported Content-Encoding {coding!r} (gzip, deflate or identity)")
+        if "Content-Encoding" in headers:
+            codings = content_codings(headers)
+            if len(codings) > 1:
+                self._error = HTTPError(415, f"more than one Content-Encoding ({', '.join(codings)}) is not supported")
+            elif codings and _Decoder.supported(codings[0]):
+                self._decoder = _Decoder(codings[0])
+            elif codings:
+                self._error = HTTPError(415, f"unsupported Content-Encoding {codings[0]!r} (gzip, deflate or identity)")
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -201,12 +306,12 @@ class Request:
         return None if conn.closed else conn.transport
 
     async def read(self) -> bytes:
-        """The whole body (decoded). HTTPError 400/413/415 when it cannot be read."""
+        """The whole body (decoded). HTTPError 400/408/413/415 when it cannot be read."""
         parts = [chunk async for chunk in self.iter_chunks()]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (decoded)."""
+        """The body as it arrives (decoded, in pieces of at most INFLATE_STEP bytes when it was encoded)."""
         if self._expect_continue:
             self._expect_continue = False
             if not self._complete and not self._conn.closed:
@@ -217,30 +322,45 @@ class Request:
             if self._chunks:
                 chunk = self._chunks.popleft()
                 self._conn.body_consumed(len(chunk))
-                if self._decoder is not None:
-                    chunk = self._decoder.feed(chunk)
-                if chunk:
+                if self._decoder is None:
                     yield chunk
+                    continue
+                stepped = False
+                for piece in self._decoder.feed(chunk):
+                    if stepped:
+                        await asyncio.sleep(0)  # a large inflate gives the loop a turn between steps
+                    stepped = True
+                    self._count_decoded(len(piece))
+                    yield piece
                 continue
             if self._complete:
                 if self._decoder is not None:
-                    tail = self._decoder.finish()
+                    self._decoder.finish()
                     self._decoder = None
-                    if tail:
-                        yield tail
                 return
             if self._conn.closed:
                 raise HTTPError(400, "the connection closed before the request body was complete")
-            loop = self._conn.loop
+            conn = self._conn
+            loop = conn.loop
+            within = conn.server.body_timeout_s
+            if self._deadline is None:
+                self._deadline = loop.time() + within
             waiter = self._waiter = loop.create_future()
-            # a client that stops sending mid-body must not hold the request (and its connection) for ever
-            timer = loop.call_later(self._conn.server.body_timeout_s, _body_stalled, waiter,
-                                    self._conn.server.body_timeout_s)  # fmt: skip
+            # one deadline for the whole body, not re-armed by each piece: a client trickling bytes cannot hold
+            # the request (and its connection) for ever
+            timer = loop.call_at(self._deadline, _body_late, waiter, within)
             try:
                 await waiter
             finally:
                 timer.cancel()
                 self._waiter = None
+
+    def _count_decoded(self, n: int) -> None:
+        self._decoded += n
+        cap = self._conn.server.max_body
+        if self._decoded > cap:
+            self._error = HTTPError(413, f"decoded request body exceeds {cap} bytes")
+            raise self._error
 
     # -- fed by the connection ---------------------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -416,6 +536,8 @@ class _Connection(asyncio.Protocol):
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        # "1 ;ext" is a chunk size, BWS and an extension (RFC 9112 7.1.1); llhttp refuses the space unless told
+        self.parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
         self.closed = False
         self.closing = False  # close once the current response is written
         self.started = False  # a response to the request being served has been prepared
@@ -428,34 +550,54 @@ class _Connection(asyncio.Protocol):
         self._in_head = False  # a request head has begun and is not complete
         self._head_began = False  # ... and it began in the data being fed now
         self._head_bytes = 0  # bytes of later reads that all went to the unfinished head
+        self._head_timer: asyncio.TimerHandle | None = None
         self._upgrade_ignored = False  # the request just parsed asked for an upgrade and is served as HTTP/1.1
         self._current: Request | None = None  # the request whose body the parser is reading
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._unread = 0
         self._reading_paused = False
+        self._pending = b""  # received while the queue was full, not parsed yet
         self._idle: asyncio.TimerHandle | None = None
         self._lingering = False  # answered and half-closed; what the client still sends is dropped
         self._drained = 0
         self._linger: asyncio.TimerHandle | None = None
+        self._counted = False  # in server.connections (a refused connection never is)
 
     # -- transport events -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            self._refuse_connection()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.connections.add(self)
+        server.connections.add(self)
+        self._counted = True
         self._arm_idle()
+
+    def _refuse_connection(self) -> None:
+        """Over the connection cap: 503 with Connection: close, FIN, and the client's input dropped briefly."""
+        server = self.server
+        server.refused_connections += 1
+        if server.refused_connections == 1 or server.refused_connections % 1000 == 0:
+            log.warning("connection cap %d reached: new connections get 503 (%d so far)", server.max_connections,
+                        server.refused_connections)  # fmt: skip
+        self.closing = True
+        self.write(_error_head(server, 503, f"too many connections (the cap is {server.max_connections})"))
+        self.close_lingering(_REFUSED_LINGER_S)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
-        if self._idle is not None:
-            self._idle.cancel()
-        if self._linger is not None:
-            self._linger.cancel()
+        if self._counted:
+            self.server.connections.discard(self)
+        for timer in (self._idle, self._linger, self._head_timer):
+            if timer is not None:
+                timer.cancel()
+        self._pending = b""
         for request in (self._current, *self._queue):
             if request is not None and not request._complete:
                 request._fail(HTTPError(400, "the connection closed before the request body was complete"))
@@ -478,16 +620,37 @@ class _Connection(asyncio.Protocol):
             if self._drained > _LINGER_BYTES:
                 self.close()
             return
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        if self._pending:  # (a transport may deliver what it had already read when asked to pause)
+            self._pending += data
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data`, a slice at a time: once the queue of parsed requests (or unread body) is full and reading
+        pauses, the rest waits unparsed in `_pending`, so one large read of tiny pipelined requests cannot queue
+        thousands of them."""
+        if len(data) <= _FEED_SLICE:
+            self._parse(data)
+            return
+        view = memoryview(data)
+        for offset in range(0, len(data), _FEED_SLICE):
+            if self.closed or self._lingering or self.closing:
+                return
+            if self._reading_paused:
+                self._pending = bytes(view[offset:])
+                return
+            if not self._parse(view[offset : offset + _FEED_SLICE]):
+                return
+
+    def _parse(self, data: bytes | memoryview) -> bool:
+        """Feed the parser; False when the connection stops reading for good (an error answered, an upgrade)."""
         self._head_began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             if not self._upgrade_ignored:
                 self._reject(400, "protocol upgrades are not supported")
-                return
+                return False
             # a bodiless request asking for an upgrade is served as plain HTTP/1.1 (RFC 9110 7.8 lets a server
             # ignore Upgrade); llhttp reads nothing after it, so the connection closes after the answer
             self.closing = True
@@ -496,25 +659,24 @@ class _Connection(asyncio.Protocol):
             if current is not None and not current._complete:
                 self._current = None
                 current._finish()
-            return
+            return False
         except HTTPError as exc:  # raised by a callback below
             self._reject(exc.status, exc.message)
-            return
+            return False
         except httptools.HttpParserError as exc:
             error = self._parse_error  # a callback's HTTPError reaches here wrapped in httptools' own error
             if error is not None:
                 self._reject(error.status, error.message)
             else:
                 self._reject(400, f"malformed HTTP request: {exc}")
-            return
+            return False
         if self._in_head and not self._head_began:
             # llhttp buffers a header line until it ends: bound a head that never does
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD:
                 self._reject(431, "request head too large")
-                return
-        if self._task is None and not self._queue:
-            self._arm_idle()  # nothing in flight (at most a head under way): the idle timer runs again
+                return False
+        return True
 
     def eof_received(self) -> bool:
         if self._lingering or (self._task is None and not self._queue):
@@ -533,12 +695,26 @@ class _Connection(asyncio.Protocol):
         self._in_head = self._head_began = True
         self._head_bytes = 0
         self._upgrade_ignored = False
+        if self._idle is not None:  # a request has begun: from here the head deadline applies, not the idle one
+            self._idle.cancel()
+            self._idle = None
+        # one deadline for the whole head from its first byte, not re-armed by each byte (slowloris)
+        self._head_timer = self.loop.call_later(self.server.head_timeout_s, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.closed:
+            return
+        if self._reading_paused:  # we stopped reading (a full queue): not the client's delay; wait for our turn
+            self._head_timer = self.loop.call_later(self.server.head_timeout_s, self._head_late)
+            return
+        self._reject(408, f"request head not complete within {self.server.head_timeout_s:g} s")
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > MAX_TARGET:
+            self._refuse(414, f"request target longer than {MAX_TARGET} bytes")
         self._head_size += len(url)
-        if self._head_size > MAX_HEAD:
-            self._refuse(431, "request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
@@ -548,14 +724,34 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         parser = self.parser
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             self._refuse(400, f"unsupported HTTP version {version}")
+        headers = CIMultiDict(self._headers)
+        hosts = headers.getall("Host", ())
+        if len(hosts) > 1:
+            self._refuse(400, "more than one Host header")
+        if hosts:
+            if not _HOST.fullmatch(hosts[0]):
+                self._refuse(400, f"invalid Host header {hosts[0][:100]!r}")
+        elif version == "1.1":
+            self._refuse(400, "an HTTP/1.1 request needs a Host header")
+        keep_alive = parser.should_keep_alive()
+        if "Transfer-Encoding" in headers:
+            codings = [c.strip().lower() for v in headers.getall("Transfer-Encoding") for c in v.split(",")]
+            if codings != ["chunked"]:
+                # llhttp frames any list that ends in chunked as chunked; a coding under it would reach the handler
+                # undecoded ("identity" is no coding since RFC 7230)
+                self._refuse(501, f"Transfer-Encoding {', '.join(codings)!r} is not supported (chunked only)")
+            if version == "1.0":
+                keep_alive = False  # RFC 9112 6.1: framing of an HTTP/1.0 message with Transfer-Encoding is faulty
         if parser.should_upgrade():
             # llhttp stops at the end of an upgrade request's head, so its body would never be read: only a
             # bodiless request (curl --http2's h2c GET) is served, as plain HTTP/1.1
-            headers = CIMultiDict(self._headers)
             if (parser.get_method() == b"CONNECT" or "Transfer-Encoding" in headers
                     or headers.get("Content-Length", "0").strip() not in ("", "0")):  # fmt: skip
                 self._refuse(400, "protocol upgrades are not supported")
@@ -567,8 +763,7 @@ class _Connection(asyncio.Protocol):
             except httptools.HttpParserInvalidURLError:
                 self._refuse(400, "malformed request target")
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
-        request = Request(self, parser.get_method().decode("latin-1"), url, version, CIMultiDict(self._headers),
-                          parser.should_keep_alive())  # fmt: skip
+        request = Request(self, parser.get_method().decode("latin-1"), url, version, headers, keep_alive)
         self._current = request
         self._queue.append(request)
         if self._task is None:
@@ -618,11 +813,18 @@ class _Connection(asyncio.Protocol):
                     else:
                         self.close_lingering()
                     return
+                if self.write_paused:
+                    # back-pressure from output to input: a client that does not read its answers gets no more
+                    # of them buffered here, and (the queue being full) nothing more of its requests read either
+                    try:
+                        await self.drain()
+                    except ConnectionError:
+                        return
                 if self._reading_paused and len(self._queue) <= _PIPELINE_DEPTH and self._unread <= _HIGH_WATER:
                     self._resume_reading()
         finally:
             self._task = None
-            if not self.closed and not self._queue:
+            if not self.closed and not self._queue and not self._in_head:
                 self._arm_idle()
             server.request_done()
 
@@ -660,16 +862,16 @@ class _Connection(asyncio.Protocol):
     def _reject(self, status: int, message: str) -> None:
         """A request that cannot be parsed: answer (unless a response is already under way) and close."""
         self._pause_reading()
+        self._pending = b""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         if self._current is not None:
             self._current._fail(HTTPError(status, message))
         if self._task is not None:
             self.closing = True  # the request in flight gets its answer; nothing after it is read
             return
-        body = self.server.error_body(status, message)
-        reason = _REASONS.get(status, "").encode()
-        head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n"
-                b"Date: %s\r\n\r\n") % (status, reason, len(body), _DateCache.get())  # fmt: skip
-        self.write(head + body)
+        self.write(_error_head(self.server, status, message))
         self.close_lingering()
 
     # -- writing and flow control -------------------------------------------------------------------------------
@@ -710,6 +912,11 @@ class _Connection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None and not self.closed:
             self._reading_paused = False
+            pending, self._pending = self._pending, b""
+            if pending:
+                self._feed(pending)  # may fill the queue and pause again
+                if self._reading_paused or self.closed or self._lingering:
+                    return
             with contextlib.suppress(RuntimeError):
                 self.transport.resume_reading()
 
@@ -719,15 +926,15 @@ class _Connection(asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         self._idle = None
-        if self._task is None and not self._queue:
+        if self._task is None and not self._queue and not self._in_head:
             self.close()
 
     def idle(self) -> bool:
         return self._task is None and not self._queue
 
-    def close_lingering(self) -> None:
+    def close_lingering(self, seconds: float = _LINGER_S) -> None:
         """Close after a final answer while the client may still be sending (a body that was not read, a request
-        refused mid-stream): send FIN, drop what still arrives for up to _LINGER_S / _LINGER_BYTES, then close.
+        refused mid-stream): send FIN, drop what still arrives for up to `seconds` / _LINGER_BYTES, then close.
 
         Closing at once with unread input makes the kernel answer with a reset, which can destroy the answer
         before the client reads it (a 413 for a large upload would reach the client as "connection reset")."""
@@ -749,12 +956,21 @@ class _Connection(asyncio.Protocol):
             self._reading_paused = False
             with contextlib.suppress(RuntimeError):
                 transport.resume_reading()
-        self._linger = self.loop.call_later(_LINGER_S, self.close)
+        self._linger = self.loop.call_later(seconds, self.close)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+
+
+def _error_head(server: Server, status: int, message: str) -> bytes:
+    """A whole error answer (head and JSON body) that closes the connection, for errors no handler sees."""
+    body = server.error_body(status, message)
+    reason = _REASONS.get(status, "").encode()
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n"
+            b"Date: %s\r\n\r\n") % (status, reason, len(body), _DateCache.get())  # fmt: skip
+    return head + body
 
 
 def _error_response(server: Server, status: int, message: str) -> Response:
@@ -768,12 +984,17 @@ class Server:
     """Listening sockets, the connections they accepted, and a graceful shutdown."""
 
     def __init__(self, handler: Handler, *, max_body: int = 64 * 1024 * 1024, keepalive_s: float = 75.0,
-                 body_timeout_s: float = 60.0,
+                 head_timeout_s: float = 10.0, body_timeout_s: float = 60.0, max_connections: int = 1000,
                  error_body: Callable[[int, str], bytes] = error_body) -> None:  # fmt: skip
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.handler = handler
-        self.max_body = max_body
-        self.keepalive_s = keepalive_s
-        self.body_timeout_s = body_timeout_s  # longest wait for the next piece of a request body: then 408
+        self.max_body = max_body  # request body cap, raw and decoded: 413
+        self.keepalive_s = keepalive_s  # a connection with no request begun closes after this
+        self.head_timeout_s = head_timeout_s  # a request head must be complete this long after its first byte: 408
+        self.body_timeout_s = body_timeout_s  # ... and its body this long after the handler first reads it: 408
+        self.max_connections = max_connections  # open connections; one more gets 503 and a close
+        self.refused_connections = 0
         self.error_body = error_body
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()

@@ -34,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    service = build_service(Path(args.config), poll_seconds=args.poll_seconds)
+    service = build_service(Path(args.config), poll_seconds=args.poll_seconds, max_connections=args.max_connections)
     log = logging.getLogger("tiered_router")
     if service.holder.state is None:
         # Start anyway (readyz says why): a later valid ConfigMap update makes the router ready without a restart.
@@ -118,6 +118,13 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiered-router", description="tiered's OpenAI-compatible routing proxy")
     sub = parser.add_subparsers(dest="command")
@@ -128,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="0.0.0.0")
         p.add_argument("--port", type=int, default=8080)
         p.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS, help="config file check interval")
+        p.add_argument("--max-connections", type=_at_least_one, default=1000,
+                       help="open client connections per process; one more is answered 503 and closed")
     ev = sub.add_parser("eval", help="measure a RoutingPolicy's routes on labelled data")
     ev.add_argument("--policy", required=True, help="RoutingPolicy manifest (YAML)")
     ev.add_argument("--data", required=True, help="JSONL {text, route} or the healthcare-routing CSV")

@@ -115,9 +115,10 @@ def _count_decision(metrics: RouterMetrics, decision: Decision, spent: float, co
 class RouterService:
     """Everything one router process serves, behind a single handler (`handle`) on tiered_http's server."""
 
-    def __init__(self, holder: ConfigHolder, metrics: RouterMetrics) -> None:
+    def __init__(self, holder: ConfigHolder, metrics: RouterMetrics, max_connections: int = 1000) -> None:
         self.holder = holder
         self.metrics = metrics
+        self.max_connections = max_connections  # open client connections; one more gets 503 (tiered_http)
         self.dispatcher: Dispatcher | None = None  # set while running (it owns the upstream pool)
         self.pool: UpstreamPool | None = None
         self.watcher: asyncio.Task[None] | None = None
@@ -256,7 +257,7 @@ class RouterService:
         self.pool = UpstreamPool(keepalive_s=60.0)
         self.dispatcher = Dispatcher(self.pool, self.metrics)
         self.watcher = asyncio.create_task(self.holder.watch())
-        self.server = Server(self.handle, max_body=HARD_BODY_CAP)
+        self.server = Server(self.handle, max_body=HARD_BODY_CAP, max_connections=self.max_connections)
         addresses = await self.server.listen(host, port)
         return addresses[0][1]
 
@@ -274,10 +275,13 @@ class RouterService:
 
 
 def build_service(
-    config_path: Path, poll_seconds: float = DEFAULT_POLL_SECONDS, metrics: RouterMetrics | None = None
+    config_path: Path,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    metrics: RouterMetrics | None = None,
+    max_connections: int = 1000,
 ) -> RouterService:
     """The router; the config is loaded before the first request and watched once `start` runs."""
     m = metrics or RouterMetrics()
     holder = ConfigHolder(config_path, m, poll_seconds)
     holder.load_once()
-    return RouterService(holder, m)
+    return RouterService(holder, m, max_connections)
