@@ -316,6 +316,7 @@ class Request:
             self._expect_continue = False
             if not self._complete and not self._conn.closed:
                 self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        stepped = False  # a decoded piece has been produced: the next inflate step waits for a loop turn
         while True:
             if self._error is not None:
                 raise self._error
@@ -325,7 +326,6 @@ class Request:
                 if self._decoder is None:
                     yield chunk
                     continue
-                stepped = False
                 for piece in self._decoder.feed(chunk):
                     if stepped:
                         await asyncio.sleep(0)  # a large inflate gives the loop a turn between steps
@@ -563,6 +563,7 @@ class _Connection(asyncio.Protocol):
         self._drained = 0
         self._linger: asyncio.TimerHandle | None = None
         self._counted = False  # in server.connections (a refused connection never is)
+        self._peer_eof = False  # the client half-closed: nothing more will arrive
 
     # -- transport events -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -679,6 +680,7 @@ class _Connection(asyncio.Protocol):
         return True
 
     def eof_received(self) -> bool:
+        self._peer_eof = True
         if self._lingering or (self._task is None and not self._queue):
             return False  # nothing in flight: close
         self.closing = True  # half-closed: answer what was asked, then close
@@ -939,8 +941,9 @@ class _Connection(asyncio.Protocol):
         Closing at once with unread input makes the kernel answer with a reset, which can destroy the answer
         before the client reads it (a 413 for a large upload would reach the client as "connection reset")."""
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing() or not transport.can_write_eof():
-            self.close()
+        if (self.closed or self._peer_eof or transport is None or transport.is_closing()
+                or not transport.can_write_eof()):  # fmt: skip
+            self.close()  # (a client that half-closed sends nothing more: no input to drain)
             return
         self._lingering = True
         self.closing = True

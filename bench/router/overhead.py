@@ -22,9 +22,12 @@ proxy path with the cheapest decision) and one per `--policy FILE` (a RoutingPol
 router_image/policies/clinc150-domains.yaml, with the encoder the manifest names unless `--policy-encoder`
 overrides it). `--baseline-src DIR` adds the keyword variant
 run from another copy of the package (e.g. the previous commit's router_image/) for before/after in one run.
+`--servers uvicorn granian-asgi granian-rsgi` adds the keyword router's request logic (`RouterService.handle`)
+on other HTTP servers, through the bare ASGI/RSGI callables of bench/router/asgi_router.py: uvicorn with httptools
+and uvloop, granian (Rust HTTP, one worker, one runtime thread) with its ASGI and its native RSGI interface.
 Decision latency for a ~2,000-token prompt is measured in-process with the first policy.
-The two upstream clients (aiohttp's and the router's own) are compared in CPU µs per request against the same
-upstream, in this process.
+The upstream clients (aiohttp's, httpx's when installed, and the router's own) are compared in CPU µs per request
+against the same upstream, in this process.
 
 Writes bench/router/overhead.json. Bounded: every loop has a request count and a time limit; open loops above a
 target's measured closed-loop capacity are skipped and reported as saturated.
@@ -52,6 +55,7 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent
 PY = sys.executable
 DEFAULT_POLICY = REPO / "router_image/policies/clinc150-domains.yaml"
 
@@ -115,6 +119,41 @@ async def h(request):
 app = web.Application(); app.router.add_post("/v1/chat/completions", h)
 app.router.add_get("/readyz", lambda request: web.Response(text="ok"))
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+# The floor with a well-kept upstream client instead of upstream_http: aiohttp's ClientSession (as the router used it
+# before upstream_http) and httpx's AsyncClient, same server, same work.
+FLOOR_CLIENT_CODE = r"""
+import asyncio, sys
+from tiered_http import Response, Server
+import uvloop
+URL, CLIENT = sys.argv[2], sys.argv[3]
+async def main():
+    if CLIENT == "aiohttp":
+        import aiohttp
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=256,
+                                                                       keepalive_timeout=60))
+        timeout = aiohttp.ClientTimeout(total=10, sock_connect=2)
+        async def forward(body):
+            async with session.post(URL, data=body, headers={"Content-Type": "application/json"},
+                                    timeout=timeout) as r:
+                return r.status, await r.read()
+    else:
+        import httpx
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=256,
+                                                       keepalive_expiry=60), timeout=httpx.Timeout(10, connect=2))
+        async def forward(body):
+            r = await client.post(URL, content=body, headers={"Content-Type": "application/json"})
+            return r.status_code, r.content
+    async def h(request):
+        if request.path == "/readyz":
+            return Response(text="ok")
+        status, data = await forward(await request.read())
+        return Response(body=data, status=status, content_type="application/json")
+    server = Server(h)
+    await server.listen("127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+uvloop.run(main())
 """
 
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello, what is my account balance?"}]}
@@ -316,10 +355,33 @@ async def client_cpu(url: str, n: int = 3000, reps: int = 3, conc: int = 8) -> d
         pool.close()
         return (time.process_time() - t0) / n * 1e6
 
-    runs: dict[str, list[float]] = {"aiohttp.ClientSession": [], "tiered_router.upstream_http": []}
+    async def with_httpx() -> float:
+        import httpx
+
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=60)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(10, connect=2)) as client:
+
+            async def worker(k: int) -> None:
+                for _ in range(k):
+                    r = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+                    r.read()
+
+            await worker(50)
+            t0 = time.process_time()
+            await asyncio.gather(*(worker(n // conc) for _ in range(conc)))
+            return (time.process_time() - t0) / n * 1e6
+
+    clients: dict[str, Any] = {"aiohttp.ClientSession": with_aiohttp, "tiered_router.upstream_http": with_lean}
+    try:
+        import httpx  # noqa: F401
+
+        clients["httpx.AsyncClient"] = with_httpx
+    except ImportError:
+        pass
+    runs: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(reps):
-        runs["aiohttp.ClientSession"].append(await with_aiohttp())
-        runs["tiered_router.upstream_http"].append(await with_lean())
+        for name, run in clients.items():
+            runs[name].append(await run())
     return {k: {"cpu_us_per_request_median": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
             for k, v in runs.items()}  # fmt: skip
 
@@ -448,9 +510,25 @@ def summarize(raw: dict[str, Any], rates: list[float]) -> dict[str, Any]:
     return out
 
 
-def start(cmd: list[str], env: dict[str, str], quiet: bool = False) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], env: dict[str, str], quiet: bool = False, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     sink = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(cmd, env=env, stdout=sink, stderr=sink)
+    return subprocess.Popen(cmd, env=env, stdout=sink, stderr=sink, cwd=cwd)
+
+
+def server_command(server: str, port: int) -> list[str]:
+    """The keyword router's logic (bench/router/asgi_router.py) on another HTTP server, one process, uvloop."""
+    if server == "uvicorn":
+        code = ("import uvicorn, sys; uvicorn.run('asgi_router:app', host='127.0.0.1', port=int(sys.argv[1]), "
+                "loop='uvloop', http='httptools', lifespan='off', access_log=False, log_level='warning', "
+                "proxy_headers=False, server_header=False, timeout_keep_alive=75)")  # fmt: skip
+        return [PY, "-c", code, str(port)]
+    if server in ("granian-asgi", "granian-rsgi"):
+        interface = server.split("-")[1]
+        target = "asgi_router:app" if interface == "asgi" else "asgi_router:rsgi_app"
+        return [PY, "-m", "granian", "--interface", interface, "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1", "--runtime-threads", "1", "--runtime-mode", "st", "--loop", "uvloop", "--http", "1",
+                "--no-ws", "--log-level", "warning", "--no-access-log", target]  # fmt: skip
+    raise ValueError(f"unknown server {server!r} (uvicorn, granian-asgi, granian-rsgi)")
 
 
 async def main_async(args: argparse.Namespace, loads: dict[str, Any]) -> dict[str, Any]:
@@ -467,10 +545,15 @@ async def main_async(args: argparse.Namespace, loads: dict[str, Any]) -> dict[st
         targets: dict[str, tuple[str, str, int | None]] = {"direct": (upstream + "/chat/completions", "m", None)}
         variants: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         if args.floor:
-            floors = {"floor: bare forwarding proxy": FLOOR_CODE, "floor on aiohttp's server": FLOOR_AIOHTTP_CODE}
+            floors = {"floor: bare forwarding proxy": FLOOR_CODE}
+            if args.aiohttp_floor:
+                floors["floor on aiohttp's server"] = FLOOR_AIOHTTP_CODE
+            for client in args.client_floors:
+                floors[f"floor with {client}'s client"] = FLOOR_CLIENT_CODE
             for label, code in floors.items():
                 port = free_port()
-                procs.append(start([PY, "-c", code, str(port), upstream + "/chat/completions"], env))
+                client_arg = [label.split(" with ")[1].split("'")[0]] if " with " in label else []
+                procs.append(start([PY, "-c", code, str(port), upstream + "/chat/completions", *client_arg], env))
                 await wait_http(f"http://127.0.0.1:{port}/readyz")
                 targets[label] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m", procs[-1].pid)
         if "keyword" in args.variants:
@@ -489,9 +572,19 @@ async def main_async(args: argparse.Namespace, loads: dict[str, Any]) -> dict[st
             port = free_port()
             cmd = [PY, "-m", "tiered_router", "serve", "--config", str(path), "--host", "127.0.0.1",
                    "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
-            procs.append(start(cmd, venv))
+            # cwd: `python -m` puts it first on sys.path, where it must not shadow a baseline's packages
+            procs.append(start(cmd, venv, cwd=tmp))
             await wait_http(f"http://127.0.0.1:{port}/readyz")
             targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", "auto", procs[-1].pid)
+        for server in args.servers:
+            path = tmp / f"router-{server}.json"
+            path.write_text(json.dumps(router_config(upstream, "keyword")))
+            port = free_port()
+            senv = {**env, "TIERED_BENCH_ROUTER_CONFIG": str(path)}
+            procs.append(start(server_command(server, port), senv, cwd=BENCH))
+            await wait_http(f"http://127.0.0.1:{port}/readyz")
+            targets[f"tiered-router (keyword) on {server}"] = (
+                f"http://127.0.0.1:{port}/v1/chat/completions", "auto", procs[-1].pid)
         if args.litellm:
             port = free_port()
             lcfg = tmp / "litellm.yaml"
@@ -539,7 +632,8 @@ async def main_async(args: argparse.Namespace, loads: dict[str, Any]) -> dict[st
                 order = live[rep % len(live) :] + live[: rep % len(live)]
                 for name in order:
                     url, model, _ = targets[name]
-                    raw[name]["open"][key].append(await open_loop(url, model, rate, int(rate * args.open_seconds)))
+                    count = max(int(rate * args.open_seconds), args.min_requests)
+                    raw[name]["open"][key].append(await open_loop(url, model, rate, count))
                     await asyncio.sleep(0.3)
                 loads["during"].append(load1())
             print(f"open loop {key} req/s done", file=sys.stderr, flush=True)
@@ -565,6 +659,14 @@ def main() -> int:
     parser.add_argument("--policy", nargs="*", default=[str(DEFAULT_POLICY)], help="RoutingPolicy manifests")
     parser.add_argument("--policy-encoder", default=None, help="override the policies' encoder kind (e.g. lexical)")
     parser.add_argument("--no-floor", dest="floor", action="store_false", help="skip the bare forwarding proxy")
+    parser.add_argument("--no-aiohttp-floor", dest="aiohttp_floor", action="store_false",
+                        help="skip the floor on aiohttp's server")
+    parser.add_argument("--client-floors", nargs="*", default=[], help="the floor also with these upstream clients: "
+                        "aiohttp, httpx")
+    parser.add_argument("--servers", nargs="*", default=[], help="the keyword router also on: uvicorn, granian-asgi, "
+                        "granian-rsgi (bench/router/asgi_router.py)")
+    parser.add_argument("--min-requests", type=int, default=0,
+                        help="open loops send at least this many requests (low rates need longer loops)")
     parser.add_argument("--baseline-src", help="directory holding another tiered_router package (before/after)")
     parser.add_argument("--baseline-note", default="", help="what the baseline package is (kept in the output)")
     parser.add_argument("--litellm", help="path of a litellm executable (separate venv)")

@@ -15,6 +15,7 @@ import contextlib
 import gzip
 import itertools
 import json
+import random
 import socket
 import zlib
 
@@ -127,6 +128,41 @@ async def test_a_compression_bomb_is_inflated_in_bounded_steps_while_the_loop_ru
         assert len(pieces) >= 4
         # between any two decode steps the loop ran something else
         assert all(later > earlier for (_, earlier), (_, later) in itertools.pairwise(pieces))
+
+
+async def test_the_loop_gets_a_turn_between_decode_steps_across_received_pieces() -> None:
+    """A large, mildly compressible gzip body (hex text, ~2:1) arrives as many pieces, each decoding to less than
+    a step: other tasks still run between any two of them (before: pieces already received were decoded back to
+    back without a turn for anyone else)."""
+    body = gzip.compress(random.Random(7).randbytes(1024 * 1024).hex().encode())
+    ticks = 0
+    seen: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def handler(request: Request) -> StreamResponse:
+        total = 0
+        async for piece in request.iter_chunks():
+            seen.append(ticks)
+            total += len(piece)
+        return Response(body=b"%d" % total)
+
+    async with serving(handler) as h:
+        tick_task = asyncio.create_task(ticker())
+        try:
+            c = await h.connect()
+            c.send(b"POST /z HTTP/1.1\r\nHost: t\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body))  # fmt: skip
+            r = await c.response()
+        finally:
+            tick_task.cancel()
+        assert r.status == 200 and r.body == b"%d" % (2 * 1024 * 1024)
+        assert len(seen) > 20
+        assert all(later > earlier for earlier, later in itertools.pairwise(seen))
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])

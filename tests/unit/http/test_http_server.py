@@ -1079,3 +1079,20 @@ async def test_answer_before_a_large_unread_body_reaches_the_client_with_a_linge
             assert data.startswith(b"HTTP/1.1 413 "), (data[:100], error)
             assert data.endswith(b'{"error": "too large"}'), (data[-100:], error)
             assert "Reset" not in error, error
+
+
+async def test_a_client_that_half_closed_is_not_kept_for_the_lingering_close() -> None:
+    """Found by tests/fuzz/fuzz_http_request.py: a body cut short by the client's EOF is answered 400, and the
+    connection closes at once; before, the lingering close waited 2 s for input that could no longer come."""
+    async with serving(echo) as h:
+        c = await h.connect()
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\nabc")
+        c.writer.write_eof()
+        r = await c.response()
+        assert r.status == 400 and r.headers["Connection"] == "close"
+        assert await c.at_eof()
+        for _ in range(50):
+            if not h.server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not h.server.connections
