@@ -671,12 +671,17 @@ class _Connection(asyncio.Protocol):
             else:
                 self._reject(400, f"malformed HTTP request: {exc}")
             return False
-        if self._in_head and not self._head_began:
-            # llhttp buffers a header line until it ends: bound a head that never does
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
-                self._reject(431, "request head too large")
-                return False
+        if self._in_head:
+            if self._head_timer is None:
+                # one deadline for the whole head from the read it began in, not re-armed by later bytes
+                # (slowloris); a head that arrives whole in one read, the usual case, needs no timer at all
+                self._head_timer = self.loop.call_later(self.server.head_timeout_s, self._head_late)
+            elif not self._head_began:
+                # llhttp buffers a header line until it ends: bound a head that never does
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD:
+                    self._reject(431, "request head too large")
+                    return False
         return True
 
     def eof_received(self) -> bool:
@@ -700,8 +705,6 @@ class _Connection(asyncio.Protocol):
         if self._idle is not None:  # a request has begun: from here the head deadline applies, not the idle one
             self._idle.cancel()
             self._idle = None
-        # one deadline for the whole head from its first byte, not re-armed by each byte (slowloris)
-        self._head_timer = self.loop.call_later(self.server.head_timeout_s, self._head_late)
 
     def _head_late(self) -> None:
         self._head_timer = None

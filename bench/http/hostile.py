@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+ROUTER_BENCH = REPO / "bench" / "router"
+sys.path.insert(0, str(ROUTER_BENCH))
 PY = sys.executable
 MIB = 1024 * 1024
 
@@ -93,20 +95,32 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 class Router:
-    """One `tiered-router serve` process of one code version."""
+    """One `tiered-router serve` process of one code version, or (`server`) the router's request logic on another
+    HTTP server through bench/router/asgi_router.py (uvicorn, granian-rsgi)."""
 
-    def __init__(self, label: str, pythonpath: str | None, config: Path, workdir: Path) -> None:
+    def __init__(self, label: str, pythonpath: str | None, config: Path, workdir: Path,
+                 server: str | None = None) -> None:  # fmt: skip
         self.label = label
         self.port = free_port()
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
-        cmd = [PY, "-m", "tiered_router", "serve", "--config", str(config), "--host", "127.0.0.1",
-               "--port", str(self.port), "--log-level", "WARNING"]  # fmt: skip
-        # cwd is a scratch directory: `python -m` puts the cwd first on sys.path, which must not shadow the baseline
-        self.proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if server is None:
+            cmd = [PY, "-m", "tiered_router", "serve", "--config", str(config), "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "WARNING"]  # fmt: skip
+            # cwd is a scratch directory: `python -m` puts the cwd first on sys.path, where it must not shadow the
+            # baseline's packages
+            cwd = workdir
+        else:
+            from overhead import server_command
+
+            cmd = server_command(server, self.port)
+            env["TIERED_BENCH_ROUTER_CONFIG"] = str(config)
+            cwd = ROUTER_BENCH
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_http(f"http://127.0.0.1:{self.port}/readyz")
-        code = "import tiered_http, tiered_router; print(tiered_http.__file__, tiered_router.__file__)"
+        code = ("import importlib.metadata as m, tiered_http, tiered_router; print(tiered_http.__file__, "
+                f"tiered_router.__file__, {server!r} and m.version({(server or '').split('-')[0]!r}))")  # fmt: skip
         self.code_paths = subprocess.run([PY, "-c", code], env=env, cwd=workdir, capture_output=True, text=True,
                                          check=True).stdout.split()  # fmt: skip
 
@@ -115,7 +129,10 @@ class Router:
         return self.proc.pid
 
     def rss(self) -> int:
-        return proc_status(self.pid)["VmRSS"]
+        """RSS of the process and its children (granian serves from a worker process)."""
+        from overhead import _tree
+
+        return sum(proc_status(pid)["VmRSS"] for pid in _tree(self.pid))
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -217,22 +234,38 @@ def gzip_bomb(size: int = 1024 * MIB) -> bytes:
     return b"".join(parts)
 
 
+# /healthz polled from a process of its own (no GIL shared with the bomb senders), until SIGTERM; prints latencies.
+POLLER_CODE = r"""
+import json, signal, socket, sys, time
+sys.path.insert(0, sys.argv[2])
+from hostile import connect, healthz_once
+stop = False
+def halt(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, halt)
+probe = connect(int(sys.argv[1]))
+for _ in range(20):  # warm: the connection and the handler
+    healthz_once(probe)
+print("ready", flush=True)
+latencies = []
+while not stop:
+    latencies.append(healthz_once(probe))
+    time.sleep(0.005)
+print(json.dumps(latencies), flush=True)
+"""
+
+
 def bomb(router: Router, payload: bytes, parallel: int) -> dict[str, Any]:
-    """`parallel` bombs at once while /healthz is polled every 5 ms on another connection."""
+    """`parallel` bombs at once while another process asks /healthz every 5 ms on its own connection."""
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n") % len(payload)  # fmt: skip
     before = router.rss()
     reset_peak(router.pid)
-    probe = connect(router.port)
-    for _ in range(20):  # warm: the connection and the handler
-        healthz_once(probe)
-    latencies: list[float] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.is_set():
-            latencies.append(healthz_once(probe))
-            time.sleep(0.005)
+    poller = subprocess.Popen([PY, "-c", POLLER_CODE, str(router.port), str(Path(__file__).parent)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert poller.stdout is not None
+    assert poller.stdout.readline().strip() == "ready"
 
     statuses: list[int] = []
     durations: list[float] = []
@@ -248,18 +281,15 @@ def bomb(router: Router, payload: bytes, parallel: int) -> dict[str, Any]:
                 statuses.append(0)
         durations.append(time.perf_counter() - t0)
 
-    poller = threading.Thread(target=poll)
-    poller.start()
-    time.sleep(0.1)
+    time.sleep(0.2)
     bombs = [threading.Thread(target=send_bomb) for _ in range(parallel)]
     for t in bombs:
         t.start()
     for t in bombs:
         t.join(120)
     time.sleep(0.2)
-    stop.set()
-    poller.join(10)
-    probe.close()
+    poller.terminate()
+    latencies: list[float] = json.loads(poller.communicate(timeout=10)[0])
     status = proc_status(router.pid)
     lat_ms = sorted(x * 1000 for x in latencies)
     return {
@@ -394,15 +424,19 @@ def main() -> int:
     parser.add_argument("--slowloris-cap", type=float, default=30.0)
     parser.add_argument("--connections", type=int, default=1100)
     parser.add_argument("--scenarios", nargs="*", default=["flood", "bomb", "slowloris", "connections"])
+    parser.add_argument("--servers", nargs="*", default=[], help="also the router's logic on these servers "
+                        "(bench/router/asgi_router.py: uvicorn, granian-rsgi; no Content-Encoding there, so no bomb)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("hostile.json"))
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    versions: list[tuple[str, str | None]] = []
+    versions: list[tuple[str, str | None, str | None]] = []
     if args.baseline_src:
-        versions.append(("before", os.pathsep.join(str(Path(p).resolve()) for p in args.baseline_src.split(":"))))
-    versions.append(("after", None))
+        paths = os.pathsep.join(str(Path(p).resolve()) for p in args.baseline_src.split(":"))
+        versions.append(("before", paths, None))
+    versions.append(("after", None, None))
+    versions += [(server, None, server) for server in args.servers]
     payload = gzip_bomb()
-    results: dict[str, dict[str, Any]] = {label: {} for label, _ in versions}
+    results: dict[str, dict[str, Any]] = {label: {} for label, _, _ in versions}
     loads = {"before": round(os.getloadavg()[0], 2), "during": []}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     code_paths: dict[str, list[str]] = {}
@@ -416,8 +450,10 @@ def main() -> int:
             "connections": lambda r: connections(r, args.connections),
         }
         for name in args.scenarios:
-            for label, pythonpath in versions:
-                router = Router(label, pythonpath, config, Path(tmp))
+            for label, pythonpath, server in versions:
+                if server is not None and name == "bomb":
+                    continue
+                router = Router(label, pythonpath, config, Path(tmp), server)
                 code_paths[label] = router.code_paths
                 try:
                     results[label][name] = scenarios[name](router)
