@@ -25,7 +25,7 @@ proxy here it added 0.12 ms p50 over the same proxy on a plain protocol. This mo
   write (`defer_head`), so head and first bytes leave in one packet;
 - keep-alive by the HTTP version and `Connection` header; deadlines that trickled bytes cannot extend: a
   connection with no request begun closes after `keepalive_s`, a request head must be complete within
-  `head_timeout_s` of its first byte (else 408), and a body within `body_timeout_s` of the handler's first read
+  `head_timeout_s` of the read it began in (else 408), and a body within `body_timeout_s` of the handler's first read
   (else 408); a response sent before its request body was read to the end closes the connection (the rest cannot
   be skipped safely) with a lingering close: FIN first, the client's remaining input drained for up to 2 s, so the
   answer is not lost to a reset;
@@ -997,7 +997,7 @@ class Server:
         self.handler = handler
         self.max_body = max_body  # request body cap, raw and decoded: 413
         self.keepalive_s = keepalive_s  # a connection with no request begun closes after this
-        self.head_timeout_s = head_timeout_s  # a request head must be complete this long after its first byte: 408
+        self.head_timeout_s = head_timeout_s  # a head must be complete this long after the read it began in: 408
         self.body_timeout_s = body_timeout_s  # ... and its body this long after the handler first reads it: 408
         self.max_connections = max_connections  # open connections; one more gets 503 and a close
         self.refused_connections = 0
