@@ -87,18 +87,18 @@ async def _decide(state: RouterState, routing: RoutingRequest) -> tuple[Decision
     A thread hop costs tens of microseconds and a GIL hand-over, more than a lexical or small-encoder decision
     itself; a neural encoder that takes milliseconds (numpy releases the GIL) must not stall the loop instead.
     The running average `state.decision_cost_s` tells the two apart without knowing the encoder: it estimates how
-    long a decision stalls the loop when run inline, so a threaded one counts its thread's CPU time. Its wall time
-    there (or the `await` of the hop) adds the waits for the GIL and the loop, milliseconds under load, which
-    kept a microsecond classifier on the thread for good.
+    long a decision stalls the loop when run inline, so every decision counts the CPU time of the thread that ran
+    it. Wall time adds the waits for the GIL and the loop on a worker thread, and the time the OS gave the CPU to
+    other processes inline (milliseconds under load): either kept a microsecond classifier on the thread for good.
     """
     if state.classifier.encoder.dim > 0 and (
         state.decision_cost_s > INLINE_DECISION_S or routing.input_tokens >= _THREAD_TOKENS
     ):
         decision, spent, cost = await asyncio.to_thread(_decide_in_thread, state, routing)
     else:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         decision = decide(state.config, state.classifier, routing)
-        spent = cost = time.perf_counter() - t0
+        spent, cost = time.perf_counter() - t0, time.thread_time() - cpu0
     state.decision_cost_s = 0.9 * state.decision_cost_s + 0.1 * cost
     return decision, spent
 

@@ -57,3 +57,16 @@ async def test_cheap_decisions_stay_on_the_loop(monkeypatch: pytest.MonkeyPatch)
         await server._decide(state, ROUTING)
     assert set(threads) == {threading.get_ident()}
     assert state.decision_cost_s < server.INLINE_DECISION_S
+
+
+async def test_an_inline_decision_preempted_by_the_os_stays_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wall time without CPU time inline is the OS running other processes (a loaded node): it says nothing about
+    what the decision costs, so it must not send the next decisions to a worker thread."""
+    threads: list[int] = []
+    monkeypatch.setattr(server, "decide", _waiting_decide(threads, 0.003))
+    state = _state(cost_s=0.0)
+    for _ in range(5):
+        _decision, spent = await server._decide(state, ROUTING)
+        assert spent >= 0.003  # the decision-latency metric still sees the wall time
+    assert set(threads) == {threading.get_ident()}
+    assert state.decision_cost_s < server.INLINE_DECISION_S
