@@ -14,4 +14,4 @@ from tiered_operator.handlers import (
     tiers,
 )
 
-__all__ = ["admission", "autoscale", "children", "indexes", "namespaces", "policies", "startup", "tiers"]
+__all__ = ("admission", "autoscale", "children", "indexes", "namespaces", "policies", "startup", "tiers")

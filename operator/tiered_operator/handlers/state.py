@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tiered_operator import labels
@@ -31,14 +32,14 @@ INDEX_DISRUPTION_BUDGETS = "tiered_disruption_budgets"
 INDEX_PODS = "tiered_pods"
 INDEX_POD_EVENTS = "tiered_pod_events"
 INDEX_NAMESPACES = "tiered_namespaces"
-CHILD_INDEXES = {
+CHILD_INDEXES: Mapping[str, str] = MappingProxyType({
     "Deployment": INDEX_DEPLOYMENTS,
     "Service": INDEX_SERVICES,
     "ConfigMap": INDEX_CONFIGMAPS,
     "NetworkPolicy": INDEX_NETWORK_POLICIES,
     "CiliumNetworkPolicy": INDEX_CILIUM_POLICIES,
     "PodDisruptionBudget": INDEX_DISRUPTION_BUDGETS,
-}
+})
 """Kind of a child → the index holding it by owner (the index's name is its function's name)."""
 
 
@@ -336,7 +337,7 @@ class PendingWrites:
 DELETED = "<deleted>"
 """PendingWrites digest of a delete."""
 
-MANAGED_SELECTOR = {labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE}
+MANAGED_SELECTOR: Mapping[str, str] = MappingProxyType({labels.LABEL_MANAGED_BY: labels.MANAGED_BY_VALUE})
 
 
 def autoscaled(spec: Mapping[str, Any], **_: Any) -> bool:

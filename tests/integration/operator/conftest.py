@@ -3,6 +3,7 @@
 peering_crds     kopf's peering CRDs from manifests/operator, installed once per session
 kube             admin-side kubectl helpers bound to the test's namespace
 operators        a factory starting `python -m tiered_operator` processes with the operator's own identity
+real_node        the real node's name, where the cluster has one (else the test is skipped)
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def peering_crds(cluster: Any) -> Any:
 @pytest.fixture
 def kube(peering_crds: Any, namespace: str) -> Kube:
     return Kube(peering_crds, namespace)
+
+
+@pytest.fixture
+def real_node(kube: Kube) -> str:
+    """The name of the cluster's real node (`tiered dev up --node real`); tests that need one are skipped, and say
+    so, on a control plane with KWOK only."""
+    nodes = kube.run("get", "nodes", "-l", "tiered.dev/node=real", "-o", "name").stdout.split()
+    if not nodes:
+        pytest.skip("needs a real node: TIERED_DEV_DIR=<dir> tiered dev up --node real, then run with that "
+                    "TIERED_DEV_DIR")
+    return nodes[0].removeprefix("node/")
 
 
 @pytest.fixture

@@ -52,3 +52,17 @@ def test_cli_scope_and_peering_options() -> None:
     args = parse_args(["-n", "a", "-n", "b", "--kubeconfig", "/k", "--priority", "7", "--peering", "p"])
     assert args.namespace == ["a", "b"] and args.kubeconfig == "/k" and args.priority == 7 and args.peering == "p"
     assert parse_args(["-A"]).all_namespaces and parse_args([]).priority is None
+
+
+def test_handler_modules_keep_no_mutable_state_and_start_no_threads_at_import() -> None:
+    """What the operator remembers lives on the Reconciler in kopf's memo; importing the handlers starts nothing."""
+    import subprocess
+
+    for info in pkgutil.iter_modules(handlers.__path__):
+        module = sys.modules[f"tiered_operator.handlers.{info.name}"]
+        mutable = [name for name, value in vars(module).items()
+                   if not name.startswith("__") and isinstance(value, dict | list | set | bytearray)]  # fmt: skip
+        assert mutable == [], f"tiered_operator.handlers.{info.name} holds module-global mutable state: {mutable}"
+    code = "import threading, tiered_operator.handlers; print(threading.active_count())"
+    threads = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert threads.strip() == "1"
