@@ -519,12 +519,17 @@ def _read_meta(archive: Path) -> dict[str, object]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+KEEP_PER_IMAGE = 3
+"""Archives kept per image, most recently used first: worktrees or branches of the same checkout that differ in an
+image's inputs share the cache without evicting each other at every build."""
+
+
 def _prune_older(directory: Path, name: str, keep: Path) -> None:
-    """Drop the archives of earlier keys of the same image: the cache keeps one build per image."""
-    for old in directory.glob(f"{name}-*.oci.tar"):
-        if old != keep:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".json").unlink(missing_ok=True)
+    """Drop the least recently used archives of the image beyond KEEP_PER_IMAGE (never `keep`)."""
+    archives = sorted(directory.glob(f"{name}-*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [a for a in archives if a != keep][KEEP_PER_IMAGE - 1:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
 
 
 def recipe_key(recipe: Recipe, root: Path, *, base: str, wheels_digest: str = "",
@@ -563,6 +568,7 @@ def _build_one(recipe: Recipe, root: Path, cache: Path, buildah: Buildah, base: 
     context, dockerfile = (root / recipe.context).resolve(), root / recipe.dockerfile
     archive = _archive_path(cache, key)
     if archive.exists():
+        os.utime(archive)  # most recently used: the last to be pruned
         meta = _read_meta(archive)
         return BuiltImage(recipe.name, recipe.ref, key, archive, archive.stat().st_size,
                           archive_manifest_digest(archive), built=False, seconds=time.monotonic() - started,
@@ -573,6 +579,7 @@ def _build_one(recipe: Recipe, root: Path, cache: Path, buildah: Buildah, base: 
     try:
         if recipe.name != "pause":
             load_base()
+            started = time.monotonic()  # the image's own build time; the base's is in its own metadata
         if recipe.name == "pause":
             work = Path(tempfile.mkdtemp(prefix="pause-", dir=buildah.tmp))
             shutil.copy(dockerfile, work / "Containerfile")
@@ -609,7 +616,13 @@ def ensure_images(names: Iterable[str] | None = None, progress: Progress = _stde
         base = base_key((root / BASE_CONTAINERFILE).read_text())
         out: dict[str, BuiltImage] = {}
 
+        cleaned = False
+
         def load_base() -> None:
+            nonlocal cleaned
+            if not cleaned:  # working containers a killed build left in storage
+                buildah.run("rm", "--all", quiet=True)
+                cleaned = True
             ensure_base(buildah, root, cache, progress)
 
         try:

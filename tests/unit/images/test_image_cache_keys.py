@@ -158,3 +158,18 @@ def test_the_host_llama_cpp_flags_are_the_makefiles() -> None:
     match = re.search(r"^export CMAKE_ARGS \?= (.+)$", makefile, re.M)
     assert match is not None
     assert match.group(1).strip() == images.CMAKE_ARGS
+
+
+def test_pruning_keeps_the_most_recently_used_archives_of_each_image(tmp_path: Path) -> None:
+    import os
+
+    for age, key in enumerate(["e", "d", "c", "b", "a"]):  # "e" is the newest
+        archive = tmp_path / f"slm-{key}.oci.tar"
+        archive.write_bytes(b"")
+        archive.with_suffix(".json").write_text("{}")
+        os.utime(archive, (1000 - age, 1000 - age))
+    (tmp_path / "router-z.oci.tar").write_bytes(b"")
+    images._prune_older(tmp_path, "slm", keep=tmp_path / "slm-a.oci.tar")
+    left = sorted(p.name for p in tmp_path.glob("*.oci.tar"))
+    assert left == ["router-z.oci.tar", "slm-a.oci.tar", "slm-d.oci.tar", "slm-e.oci.tar"]
+    assert sorted(p.name for p in tmp_path.glob("slm-*.json")) == ["slm-a.oci.json", "slm-d.oci.json", "slm-e.oci.json"]
