@@ -90,6 +90,8 @@ crds: venv
 lint: venv
 	$(VENV)/bin/ruff check operator router_image slm_image tiered_http tiered_dev tests bench
 	$(VENV)/bin/mypy
+	@# Collection alone catches two test files with one basename (pytest's default import mode refuses the pair).
+	$(VENV)/bin/pytest --collect-only -q >/dev/null
 
 ## README command 2: lint, then every test (unit, integration on the real control plane, e2e).
 test: lint controlplane
