@@ -293,7 +293,13 @@ class Reconciler:
 
     # -- apply -------------------------------------------------------------------------------------------------
 
-    def _converge(self, owner_body: Mapping[str, Any] | None, desired: Mapping[str, Any], observed: Any) -> None:
+    def _converge(
+        self,
+        owner_body: Mapping[str, Any] | None,
+        desired: Mapping[str, Any],
+        observed: Any,
+        owner: ChildKey | None = None,
+    ) -> None:
         """Apply `desired` only when the observed child is absent, edited, or outdated."""
         hashed = APPLIED_HASH in ((desired.get("metadata") or {}).get("annotations") or {})
         manifest = dict(desired) if hashed else with_applied_hash(desired)
@@ -311,7 +317,7 @@ class Reconciler:
         else:
             reason, message = "Updated", f"applied the new desired state of {kind} {name}"
         # Recorded before the request: its watch event may be handled (and clear the entry) before apply returns.
-        self.pending.wrote(key, digest)
+        self.pending.wrote(key, digest, owner)
         try:
             self.pending.confirmed(key, self.kube.apply(manifest, why=reason))
         except Exception:
@@ -323,7 +329,7 @@ class Reconciler:
         if owner_body is not None and (reason == "DriftRepaired" or (reason == "Updated" and kind == "Deployment")):
             self.kube.event(owner_body, reason, message)
 
-    def _delete(self, kind: str, namespace: str, name: str, why: str, indexed: Mapping[str, Any]) -> None:
+    def _delete(self, kind: str, namespace: str, name: str, why: str, indexed: Mapping[str, Any] | None) -> None:
         key = (kind, namespace, name)
         if self.pending.waiting(key, DELETED, indexed):
             return  # deleted a moment ago; its DELETED event has not arrived yet
@@ -348,11 +354,13 @@ class Reconciler:
         written: Written = {}
         wanted = {d["metadata"]["name"]: d for d in desired}
         for name, manifest in wanted.items():
-            self._converge(owner_body, manifest, observed.get(name))
+            self._converge(owner_body, manifest, observed.get(name), owner)
             written[(kind, owner[0], name)] = owner
-        for name, body in observed.items():
+        # Also what we created a moment ago that the index does not show yet (its watch may have started late).
+        existing = {**{n: {} for n in self.pending.created(kind, owner)}, **observed}
+        for name, body in existing.items():
             if name not in wanted:
-                self._delete(kind, owner[0], name, why, body)
+                self._delete(kind, owner[0], name, why, body or None)
                 written[(kind, owner[0], name)] = owner
         return written
 
@@ -847,7 +855,10 @@ class Reconciler:
         self.kube.forget_discovery()
         for namespace in idx.namespace_names():
             for tier in sorted(idx.tier_bodies(namespace)):
-                self.reconcile_tier(idx, namespace, tier)
+                try:
+                    self.reconcile_tier(idx, namespace, tier)
+                except Exception:  # e.g. a namespace being deleted refuses new objects; the others still follow
+                    log.exception("re-evaluating tier %s/%s after a Cilium API change failed", namespace, tier)
 
     # -- resync ------------------------------------------------------------------------------------------------
 

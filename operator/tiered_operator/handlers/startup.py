@@ -27,6 +27,9 @@ WATCH_SERVER_TIMEOUT = 240  # an integer: kopf sends it as timeoutSeconds, which
 WATCH_CLIENT_TIMEOUT = 270.0
 WATCH_INACTIVITY_TIMEOUT = 300.0
 """No bytes for this long on a watch means a silently dead connection (load balancers): reconnect."""
+OWNED_PLURALS = ("deployments", "services", "configmaps", "networkpolicies", "ciliumnetworkpolicies",
+                 "poddisruptionbudgets", "pods")  # fmt: skip
+"""Kinds the operator watches only for what it owns (label `app.kubernetes.io/managed-by=tiered-operator`)."""
 
 
 def load_client_config() -> kubernetes.client.Configuration:
@@ -53,6 +56,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+    # Filter on the API server's side: the operator receives only its own children and pods, and only the Warning
+    # events about pods, not every object of these kinds in its scope (kopf's handler filters are client-side).
+    for plural in OWNED_PLURALS:
+        settings.watching.label_selectors[plural] = f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY_VALUE}"
+    settings.watching.field_selectors["events"] = "type=Warning,involvedObject.kind=Pod"
     settings.networking.request_timeout = 30
     # kopf posts its log lines about an object as Events on it: one per handler run ("Handler ... succeeded")
     # at INFO. Only warnings and errors become Events (a handler that failed), so a tier costs no Event writes.

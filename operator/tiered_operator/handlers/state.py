@@ -267,6 +267,8 @@ class _Pending:
     """The resourceVersion the write produced (known once the request returned)."""
     seen: str | None = None
     """The newest resourceVersion a watch event showed since the write was sent."""
+    owner: tuple[str, str, str] | None = None
+    """(namespace, owner kind, owner) of the object written."""
 
 
 class PendingWrites:
@@ -283,12 +285,36 @@ class PendingWrites:
         self.expiry = expiry
         self.clock = clock
         self._items: dict[tuple[str, str, str], _Pending] = {}
+        self._owned: dict[tuple[str, tuple[str, str, str]], set[tuple[str, str, str]]] = {}
+        """(kind, owner) -> keys of its pending creates/updates: `created` reads one owner's, not every entry."""
         self._lock = threading.Lock()
 
-    def wrote(self, key: tuple[str, str, str], digest: str) -> None:
+    def _drop(self, key: tuple[str, str, str]) -> None:
+        """Remove `key`'s entry (the lock held)."""
+        item = self._items.pop(key, None)
+        if item is not None and item.owner is not None:
+            keys = self._owned.get((key[0], item.owner))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._owned[(key[0], item.owner)]
+
+    def wrote(self, key: tuple[str, str, str], digest: str, owner: tuple[str, str, str] | None = None) -> None:
         """Recorded before the request: its watch event may be handled before the request returns."""
         with self._lock:
-            self._items[key] = _Pending(digest, self.clock())
+            self._drop(key)
+            self._items[key] = _Pending(digest, self.clock(), owner=None if digest == DELETED else owner)
+            if owner is not None and digest != DELETED:
+                self._owned.setdefault((key[0], owner), set()).add(key)
+
+    def created(self, kind: str, owner: tuple[str, str, str]) -> list[str]:
+        """Names of `kind` objects written for `owner` (not deletions) whose watch event has not come yet: they
+        exist although the index does not show them (a watch started late, e.g. for a CRD that just appeared)."""
+        now = self.clock()
+        with self._lock:
+            for key in [k for k in self._owned.get((kind, owner), ()) if now - self._items[k].at >= self.expiry]:
+                self._drop(key)
+            return sorted(key[2] for key in self._owned.get((kind, owner), ()))
 
     def confirmed(self, key: tuple[str, str, str], version: str | None) -> None:
         """The request returned: `version` is the resourceVersion it produced."""
@@ -298,7 +324,7 @@ class PendingWrites:
                 return
             item.written = version
             if _at_least(item.seen, version):
-                self._items.pop(key, None)
+                self._drop(key)
 
     def observed(self, key: tuple[str, str, str], version: str | None, deleted: bool = False) -> None:
         """A watch event for `key` showed the object at `version` (or its deletion)."""
@@ -307,7 +333,7 @@ class PendingWrites:
             if item is None:
                 return
             if (deleted and item.digest == DELETED) or _at_least(version, item.written):
-                self._items.pop(key, None)
+                self._drop(key)
             elif item.seen is None or _at_least(version, item.seen):
                 item.seen = version
 
@@ -320,7 +346,7 @@ class PendingWrites:
             version = None if indexed is None else (indexed.get("metadata") or {}).get("resourceVersion")
             done = (item.digest == DELETED and indexed is None) or _at_least(version, item.written)
             if done or self.clock() - item.at >= self.expiry:
-                self._items.pop(key, None)
+                self._drop(key)
                 return None
             return item
 

@@ -66,3 +66,25 @@ def test_handler_modules_keep_no_mutable_state_and_start_no_threads_at_import() 
     code = "import threading, tiered_operator.handlers; print(threading.active_count())"
     threads = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert threads.strip() == "1"
+
+
+def test_the_operator_has_one_api_client_built_in_kube_py() -> None:
+    """Every request of the running operator goes through `tiered_operator.kube.Kube` (the only writer, with its
+    write counter); no other module builds a Kubernetes client. cli.py is `tiered status`, its own process."""
+    import ast
+    from pathlib import Path
+
+    import tiered_operator
+
+    root = Path(tiered_operator.__file__).parent
+    builders = {"ApiClient", "new_client_from_config", "new_client_from_config_dict"}
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+                if name in builders or (name.endswith("Api") and name[:1].isupper()):
+                    found.setdefault(str(path.relative_to(root)), []).append(name)
+    assert set(found) == {"kube.py", "cli.py"}, found
+    assert "ApiClient" in found["kube.py"]

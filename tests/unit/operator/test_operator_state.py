@@ -71,6 +71,26 @@ def test_a_delete_is_settled_by_its_deleted_event_or_by_the_index_losing_the_obj
     assert not pending.outstanding(key, {"metadata": {"resourceVersion": "3"}})
 
 
+def test_created_lists_an_owners_unseen_creates_until_seen_deleted_or_expired() -> None:
+    """What the index cannot show yet (its watch started late) is still known to exist, per owner and kind."""
+    clock = Clock()
+    pending = PendingWrites(expiry=60, clock=clock)
+    owner, other = ("ns", "InferenceTier", "a"), ("ns", "InferenceTier", "b")
+    pending.wrote(("CiliumNetworkPolicy", "ns", "a-1"), "h1", owner)
+    pending.wrote(("CiliumNetworkPolicy", "ns", "a-2"), "h2", owner)
+    pending.wrote(("CiliumNetworkPolicy", "ns", "b-1"), "h3", other)
+    pending.wrote(("NetworkPolicy", "ns", "a-1"), "h4", owner)
+    assert pending.created("CiliumNetworkPolicy", owner) == ["a-1", "a-2"]
+    pending.confirmed(("CiliumNetworkPolicy", "ns", "a-1"), "5")
+    pending.observed(("CiliumNetworkPolicy", "ns", "a-1"), "5")  # seen: the index shows it from now on
+    pending.wrote(("CiliumNetworkPolicy", "ns", "a-2"), "<deleted>", owner)  # a delete is not a create
+    assert pending.created("CiliumNetworkPolicy", owner) == []
+    assert pending.created("CiliumNetworkPolicy", other) == ["b-1"]
+    clock.now = 61
+    assert pending.created("CiliumNetworkPolicy", other) == []
+    assert pending.created("NetworkPolicy", owner) == []
+
+
 def test_a_status_write_counts_as_seen_once_the_watch_reaches_its_resource_version() -> None:
     from tiered_operator.handlers.reconciler import _caught_up
 
