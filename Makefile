@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv controlplane realnode-deps realnode images-deps images dev-up dev-up-real dev-down demo demo-down kind-up kind-down crds \
+.PHONY: venv controlplane realnode-deps realnode images-deps images dev-up dev-up-real dev-down demo demo-lite demo-down kind-up kind-down crds \
 	lint test test-unit test-integration clean
 
 venv: $(STAMP)
@@ -62,16 +62,20 @@ images: venv images-deps
 dev-up: controlplane
 	$(VENV)/bin/tiered dev up
 
-## The control plane plus a real node (one per machine; see docs/realnode.md).
-dev-up-real: realnode
+## The control plane plus a real node (one per machine; see docs/realnode.md), with the project's images loaded.
+dev-up-real: realnode images-deps
 	$(VENV)/bin/tiered dev up --node real
 
 dev-down: venv
 	$(VENV)/bin/tiered dev down
 
-## README command 1: the whole system on this machine (see docs/demo.md).
-demo: controlplane
+## README command 1: the whole system on this machine, its data plane as real pods on a real node (docs/demo.md).
+demo: realnode images-deps
 	$(PY) -m tiered_dev.demo up
+
+## The same demo with the router and SLM server as host processes (machines without a real node).
+demo-lite: controlplane
+	$(PY) -m tiered_dev.demo up --lite
 
 demo-down: venv
 	$(PY) -m tiered_dev.demo down

@@ -7,6 +7,7 @@ Each step raises its own exception type so the CLI can map it to a distinct exit
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,12 +31,41 @@ class ModelLoadError(Exception):
     """llama.cpp could not load the file (corrupt, unsupported architecture, out of memory)."""
 
 
-def default_threads() -> int:
-    """CPUs this process may use (cgroup-pinned CPUs count, not the host's)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpu_quota_cores(cgroup_root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU limit of this process's cgroup in cores (a pod's `limits.cpu`), or None when unlimited/unknown.
+
+    cgroup v2: `cpu.max` ("max 100000" or "150000 100000"); cgroup v1: `cpu/cpu.cfs_quota_us` (-1: unlimited) over
+    `cpu/cpu.cfs_period_us`. Inside a container both show the container's own cgroup."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        text = (cgroup_root / "cpu.max").read_text().split()
+        if len(text) == 2 and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        if text:
+            return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def default_threads(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may use: the cgroup-pinned CPUs, and no more than its CPU limit (rounded up).
+
+    llama.cpp keeps every thread busy; more threads than the CFS quota allows get throttled in turn, which made a
+    pod limited to 1 CPU on a 2-CPU node several times slower than with one thread."""
+    try:
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    quota = cpu_quota_cores(cgroup_root)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota - 1e-9)))
 
 
 @dataclass(frozen=True)

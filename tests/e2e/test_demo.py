@@ -1,5 +1,7 @@
-"""`make demo` end to end, in a state directory of its own: a fresh control plane, the operator, the data plane
-from the ConfigMaps it writes, Prometheus, the cloud stand-in and a real workload — then a re-run that reuses
+"""`make demo` end to end on the real node (the session's real node, tests/e2e/conftest.py): the operator and the
+local tier's pod (SLM server + router sidecar) Running and Ready on it, and the workload's results. `make
+demo-lite` end to end in a state directory of its own: a fresh control plane, the operator, the data plane from
+the ConfigMaps it writes, Prometheus, the cloud stand-in and a real workload — then a re-run that reuses
 everything, then `demo down` leaving no process behind.
 
 The fast tests at the top pin the demo's pure parts (PII generation, the train/test split discipline, the
@@ -199,18 +201,18 @@ def _assert_summary(summary: dict[str, Any], requests: int) -> None:
 
 
 @pytest.mark.integration
-def test_demo_up_rerun_and_down(tmp_path: Path) -> None:
+def test_demo_lite_up_rerun_and_down(tmp_path: Path) -> None:
     state = tmp_path / "dev"
     requests = 48
     try:
-        first = _demo(state, "up", "--requests", str(requests), timeout=540)
+        first = _demo(state, "up", "--lite", "--requests", str(requests), timeout=540)
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         summary = json.loads((state / "demo" / "summary.json").read_text())
         _assert_summary(summary, requests)
         assert all(summary["started"].values())
         assert "Local share:" in first.stdout and "Cloud spend:" in first.stdout and str(summary["png"]) in first.stdout
 
-        again = _demo(state, "up", "--requests", str(requests), timeout=300)
+        again = _demo(state, "up", "--lite", "--requests", str(requests), timeout=300)
         assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
         rerun = json.loads((state / "demo" / "summary.json").read_text())
         _assert_summary(rerun, requests)
@@ -222,3 +224,30 @@ def test_demo_up_rerun_and_down(tmp_path: Path) -> None:
     while find_ours(state) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert find_ours(state) == [], "processes left behind by `demo down`"
+
+
+def _pod_rows(table: str) -> list[dict[str, str]]:
+    """`kubectl get pods -A -o wide` as dicts keyed by its column headers."""
+    lines = table.strip().splitlines()
+    header = lines[0].split()
+    return [dict(zip(header, line.split(), strict=False)) for line in lines[1:]]
+
+
+@pytest.mark.integration
+def test_make_demo_runs_the_operator_and_the_local_tier_as_real_pods(real_node: Any) -> None:
+    out = real_node.demo_output
+    summary = json.loads((real_node.state / "demo" / "summary.json").read_text())
+    _assert_summary(summary, 48)
+    assert "$ kubectl get pods -A -o wide" in out
+    table = out.rsplit("$ kubectl get pods -A -o wide", 1)[1]
+    rows = _pod_rows(table)
+    operator = [r for r in rows if r["NAMESPACE"] == "tiered-system" and r["NAME"].startswith("tiered-operator-")]
+    local = [r for r in rows if r["NAMESPACE"] == "tiered-demo" and r["NAME"].startswith("slm-edge-")]
+    assert len(operator) == 2 and local, table
+    for row in operator:
+        assert (row["READY"], row["STATUS"], row["NODE"]) == ("1/1", "Running", "real-node-0"), table
+    for row in local:  # the SLM server and the router sidecar in one pod
+        assert (row["READY"], row["STATUS"], row["NODE"]) == ("2/2", "Running", "real-node-0"), table
+    assert "Try it" in out and "curl -s http://10.0.0." in out and "port-forward" in out
+    real_node.figures["make_demo_seconds"] = round(real_node.demo_seconds, 1)
+    print(f"\n`make demo` on the real node took {real_node.demo_seconds:.0f}s")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tiered_dev.demo import realnode
 from tiered_dev.demo import up as demo
 
 
@@ -19,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--requests", type=int, default=160, help="workload size (default %(default)s)")
     up.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
     up.add_argument("--seed", type=int, default=7, help="workload sampling seed")
+    up.add_argument("--lite", action="store_true",
+                    help="router and SLM server as host processes, no real node (`make demo-lite`)")
     sub.add_parser("down", help="stop every process the demo started and the control plane")
     return parser
 
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         demo.down(state_dir, out)
         return 0
     try:
-        demo.up(state_dir, requests=args.requests, concurrency=args.concurrency, seed=args.seed, out=out)
+        run = demo.up if args.lite else realnode.up
+        run(state_dir, requests=args.requests, concurrency=args.concurrency, seed=args.seed, out=out)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         detail = ""
         if isinstance(exc, subprocess.CalledProcessError):

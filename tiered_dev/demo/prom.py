@@ -40,34 +40,18 @@ def scrape_config(namespace: str, targets: Mapping[str, str], interval: str = "1
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def pod_scrape_config(namespaces: list[str], kubeconfig: str, static: Mapping[str, str],
-                      interval: str = "1s") -> str:
-    """prometheus.yml for pods on a cluster: what manifests/monitoring/podmonitor.yaml asks of prometheus-operator,
-    written out (Kubernetes pod discovery through `kubeconfig`): the router's `http` port and the model server's
-    `slm` port of every tiered pod in `namespaces`, labelled with the pod's namespace and name; plus static jobs
-    (job name → `host:port`) for what runs outside the cluster (the cloud stand-in)."""
-    relabel_common = [
-        {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_part_of"], "regex": "tiered",
-         "action": "keep"},
-        {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-    ]
+def pod_scrape_config(targets_dir: str, static: Mapping[str, str], namespace: str, interval: str = "1s") -> str:
+    """prometheus.yml for pods on a cluster: the router and model-server jobs read their targets from the file_sd
+    files tiered_dev.demo.podtargets keeps in `targets_dir` (the pods manifests/monitoring/podmonitor.yaml
+    selects, labelled with their namespace), plus static jobs (job name → `host:port`) for what runs outside the
+    cluster (the cloud stand-in), labelled with the demo's `namespace` as the summary's queries select."""
     jobs: list[dict[str, Any]] = [
-        {
-            "job_name": job,
-            "metrics_path": "/metrics",
-            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig,
-                                       "namespaces": {"names": list(namespaces)}}],
-            "relabel_configs": [
-                *relabel_common,
-                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port_name,
-                 "action": "keep"},
-            ],
-        }
-        for job, port_name in ((ROUTER_JOB, "http"), (SLM_JOB, "slm"))
+        {"job_name": job, "metrics_path": "/metrics",
+         "file_sd_configs": [{"files": [f"{targets_dir}/{job}.json"], "refresh_interval": "5s"}]}
+        for job in (ROUTER_JOB, SLM_JOB)
     ]
-    jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in static.items()]
+    jobs += [{"job_name": job, "static_configs": [{"targets": [target], "labels": {"namespace": namespace}}]}
+             for job, target in static.items()]
     doc = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "scrape_configs": jobs,

@@ -44,7 +44,7 @@ from tiered_operator.reconcile.compare import content_hash
 from tiered_router import metrics as router_metrics
 
 NS = manifests.NAMESPACE
-STOP_ORDER = ("router", "slm", "operator", "prometheus", "cloud-standin")
+STOP_ORDER = ("router", "slm", "operator", "prometheus", "pod-targets", "cloud-standin")
 SLM_THREADS = 1
 """llama.cpp threads of the local SLM process: the demo shares two cores with everything else."""
 SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -157,7 +157,7 @@ def allocate_ports(paths: Paths, registry: processes.Registry, names: tuple[str,
     return ports
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.touch(mode=0o600)
@@ -174,7 +174,7 @@ def local_command(argv: list[str]) -> list[str]:
     return [str(candidate) if candidate.exists() else head, *argv[1:]]
 
 
-def _get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
+def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
     result = cluster.kubectl("get", *args, "-o", "json", check=False)
     if result.returncode != 0:
         return None
@@ -182,7 +182,7 @@ def _get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _apply(cluster: Cluster, objects: list[dict[str, Any]]) -> None:
+def apply_objects(cluster: Cluster, objects: list[dict[str, Any]]) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-demo", "-f", "-",
                     input=manifests.to_yaml(objects))
 
@@ -206,7 +206,7 @@ def install_crds(cluster: Cluster) -> None:
 
 
 def secret_value(cluster: Cluster, name: str, key: str) -> str:
-    secret = _get_json(cluster, "secret", name, "-n", NS)
+    secret = get_json(cluster, "secret", name, "-n", NS)
     if secret is None or key not in (secret.get("data") or {}):
         raise RuntimeError(f"Secret {NS}/{name} has no key {key!r}")
     return base64.b64decode(secret["data"][key]).decode()
@@ -236,7 +236,7 @@ def start_operator(cluster: Cluster, paths: Paths, registry: processes.Registry,
                    prometheus_url: str) -> processes.Started:
     """The operator as a local process with the ServiceAccount token kubeconfig the control plane minted."""
     kubeconfig = paths.demo / "operator.kubeconfig"
-    _write_private(kubeconfig, cluster.operator_kubeconfig.read_text())
+    write_private(kubeconfig, cluster.operator_kubeconfig.read_text())
     # With kopf peering, as the operator's Deployment runs it (install_crds applied the peering CRDs).
     argv = [sys.executable, "-m", "tiered_operator", "--kubeconfig", str(kubeconfig), "--namespace", NS,
             "--peering", "tiered-demo", "--priority", "100", "--liveness", ""]
@@ -282,9 +282,9 @@ def wait_for_operator_output(
     deadline = time.monotonic() + timeout
     last = "nothing yet"
     while time.monotonic() < deadline:
-        policy = _get_json(cluster, "routingpolicy", manifests.POLICY, "-n", NS) or {}
-        cm = _get_json(cluster, "configmap", cm_name, "-n", NS)
-        dep = _get_json(cluster, "deployment", naming.deployment_name(local_tier), "-n", NS)
+        policy = get_json(cluster, "routingpolicy", manifests.POLICY, "-n", NS) or {}
+        cm = get_json(cluster, "configmap", cm_name, "-n", NS)
+        dep = get_json(cluster, "deployment", naming.deployment_name(local_tier), "-n", NS)
         text = ((cm or {}).get("data") or {}).get(naming.ROUTER_CONFIG_FILE)
         status = policy.get("status") or {}
         generation = (policy.get("metadata") or {}).get("generation")
@@ -341,7 +341,7 @@ def start_data_plane(
                                         lambda: processes.http_ok(f"{slm_url}/readyz"), timeout=180)
 
     key_file = paths.demo / "secrets" / cloud_tier / "api-key"
-    _write_private(key_file, cloud_key)
+    write_private(key_file, cloud_key)
     text = configmap["data"][naming.ROUTER_CONFIG_FILE]
     translated = dataplane.local_router_config(text, {local_tier: f"{slm_url}/v1"}, {cloud_tier: str(key_file)})
     step.info(f"router config from ConfigMap {configmap['metadata']['name']} (key {naming.ROUTER_CONFIG_FILE}); "
@@ -398,7 +398,7 @@ def wait_for_p95(cluster: Cluster, tier: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = (_get_json(cluster, "inferencetier", tier, "-n", NS) or {}).get("status") or {}
+        status = (get_json(cluster, "inferencetier", tier, "-n", NS) or {}).get("status") or {}
         if status.get("p95Ms") is not None:
             break
         time.sleep(1)
@@ -470,7 +470,7 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     step(f"namespace {NS} (tiered.dev/residency=restricted) and the cloud tier's Secret ...")
     objects = manifests.load_objects()
     first = [o for o in objects if o["kind"] in ("Namespace", "Secret")]
-    _apply(cluster, first)
+    apply_objects(cluster, first)
     cloud_tier = manifests.cloud_tier_name(objects)
     local_obj = manifests.local_tier(objects)
     local_tier = str(local_obj["metadata"]["name"])
@@ -481,7 +481,7 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
 
     step("CLOUD STAND-IN: a local OpenAI-compatible test server playing the cloud provider (not a real LLM) ...")
     key_file = paths.demo / "secrets" / "cloud-standin-server" / "api-key"
-    _write_private(key_file, cloud_key)
+    write_private(key_file, cloud_key)
     standin_url = f"http://127.0.0.1:{ports['cloud-standin']}/v1"
     standin = processes.reuse_or_start(
         registry, "cloud-standin",
@@ -507,7 +507,7 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
          f"RoutingPolicy {manifests.POLICY} ...")
     fill_model(paths, model, step.info)
     rest = [o for o in objects if o["kind"] not in ("Namespace", "Secret")]
-    _apply(cluster, manifests.with_standin(rest, standin_url, ports["cloud-standin"]))
+    apply_objects(cluster, manifests.with_standin(rest, standin_url, ports["cloud-standin"]))
     step.info(f"applied manifests/demo/ with {cloud_tier}.spec.cloud.baseURL = {standin_url} (the stand-in)")
     step.done()
 
@@ -524,18 +524,45 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     step.done(f"SLM server {'started' if slm_proc.started else 'reused'} on 127.0.0.1:{ports['slm']}, router "
               f"{'started' if router_proc.started else 'reused'} on {router_url}; Prometheus targets up")
 
+    config = json.loads(paths.router_config.read_text())
+    kinds = {t["name"]: t["kind"] for t in config["tiers"]}
+    summary = measure(step, cluster, p, f"{router_url}/v1", Workload(requests, concurrency, seed), objects, kinds,
+                      paths, notes=["replicas are simulated pods (KWOK); the demo's data plane is one SLM process "
+                                    "whatever the count"])
+    summary["duration_seconds"] = round(time.monotonic() - began, 1)
+    summary["started"] = {s.name: s.started for s in (standin, prom_proc, op, slm_proc, router_proc)}
+    paths.summary.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    print_results(out, summary, paths, local_tier, cloud_tier, [
+        f"Try it: curl -s {router_url}/v1/chat/completions -H 'content-type: application/json' "
+        "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"tell me a joke\"}]}' -i"])
+    return summary
+
+
+@dataclass(frozen=True)
+class Workload:
+    requests: int
+    concurrency: int
+    seed: int
+
+
+def measure(step: Step, cluster: Cluster, p: prom.Prometheus, api_url: str, load: Workload,
+            objects: list[dict[str, Any]], kinds: Mapping[str, str], paths: Paths,
+            notes: list[str]) -> dict[str, Any]:
+    """Steps "workload" and "results", the same whichever way the data plane runs: the mixed workload through the
+    `openai` SDK to `api_url`, then the summary from Prometheus, the stand-in's record and the operator's status."""
+    local_tier = str(manifests.local_tier(objects)["metadata"]["name"])
     clinc = workload.load_clinc()
-    items = workload.build_workload(clinc, requests, seed=seed)
+    items = workload.build_workload(clinc, load.requests, seed=load.seed)
     counts = workload.workload_counts(items)
-    step(f"workload: {len(items)} requests via {client_name()} to {router_url}/v1 "
+    step(f"workload: {len(items)} requests via {client_name()} to {api_url} "
          f"({counts.get(workload.KIND_IN_SCOPE, 0)} in-scope CLINC150 test, {counts.get(workload.KIND_OOS, 0)} "
-         f"out-of-scope oos_test, {counts.get(workload.KIND_PII, 0)} with generated PII; concurrency {concurrency}; "
-         f"every 3rd streams) ...")
+         f"out-of-scope oos_test, {counts.get(workload.KIND_PII, 0)} with generated PII; concurrency "
+         f"{load.concurrency}; every 3rd streams) ...")
     mark = time.time()
     wait_scraped(p, mark)
     before = counters(p)
     t_start = time.time()
-    outcomes = asyncio.run(run_workload(f"{router_url}/v1", items, concurrency, step.info))
+    outcomes = asyncio.run(run_workload(api_url, items, load.concurrency, step.info))
     t_end = time.time()
     wait_scraped(p, t_end + 0.1)
     after = counters(p)
@@ -545,10 +572,8 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     p95 = prom.by_label(p.instant(report.p95_query(NS, window), at=now), "tier")
     pii_values = [v for w in items for v in w.pii_values]
     found, entries = standin_log_check(paths.standin_record, pii_values, t_start)
-    config = json.loads(paths.router_config.read_text())
-    kinds = {t["name"]: t["kind"] for t in config["tiers"]}
     summary = report.summarize(report.DemoInputs(
-        namespace=NS, tier_kinds=kinds, outcomes=outcomes, counters=delta, p95_ms=p95,
+        namespace=NS, tier_kinds=dict(kinds), outcomes=outcomes, counters=delta, p95_ms=p95,
         pii_values_in_standin_log=found, standin_log_entries=entries, workload_seconds=t_end - t_start,
     ))
     step.done()
@@ -560,7 +585,8 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
               f"(ready {status.get('readyReplicas')}); last scale: {status.get('lastScaleReason') or 'none'}"
               if reported is not None else
               "operator has not reported a p95 yet (its autoscaler evaluates every 5 s)")
-    step.info("replicas are simulated pods (KWOK); the demo's data plane is one SLM process whatever the count")
+    for note in notes:
+        step.info(note)
     table = cluster.kubectl("get", "itier,rpol", "-n", NS, check=False).stdout.rstrip()
     slo = {o["metadata"]["name"]: int(o["spec"]["slo"]["latencyP95Ms"]) for o in objects
            if o["kind"] == "InferenceTier" and o["spec"].get("slo")}
@@ -572,38 +598,40 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     summary["png"] = str(png) if png else None
     summary["kubectl_get"] = table
     summary["operator_p95_ms"] = reported
-    summary["duration_seconds"] = round(time.monotonic() - began, 1)
-    summary["started"] = {s.name: s.started for s in (standin, prom_proc, op, slm_proc, router_proc)}
-    paths.summary.write_text(json.dumps(summary, indent=2, sort_keys=True))
     step.done()
-
-    out("")
-    out(f"$ kubectl get itier,rpol -n {NS}   (P95 and READY as the operator reports them; rpol SPEND/AVOIDED are "
-        "month-to-date, refreshed by its budget loop every 60 s)")
-    out(table)
-    out("")
-    out(report.format_summary(summary, local_tier, cloud_tier))
-    out("Note: the local tier serves SmolLM2-135M-Instruct (Q4_1, 135M parameters: short, simple answers); the "
-        "cloud tier is the CLOUD STAND-IN, not a real provider. Every figure above is measured from the running "
-        "processes.")
-    out(f"Chart: {png}")
-    out(f"Summary JSON: {paths.summary}; logs: {paths.logs}/")
-    out(f"Try it: curl -s {router_url}/v1/chat/completions -H 'content-type: application/json' "
-        "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"tell me a joke\"}]}' -i")
-    out(f"Demo ready in {summary['duration_seconds']}s. Stop everything with `make demo-down`.")
     return summary
 
 
+def print_results(out: Progress, summary: Mapping[str, Any], paths: Paths, local_tier: str, cloud_tier: str,
+                  try_lines: list[str]) -> None:
+    out("")
+    out(f"$ kubectl get itier,rpol -n {NS}   (P95 and READY as the operator reports them; rpol SPEND/AVOIDED are "
+        "month-to-date, refreshed by its budget loop every 60 s)")
+    out(str(summary["kubectl_get"]))
+    out("")
+    out(report.format_summary(dict(summary), local_tier, cloud_tier))
+    out("Note: the local tier serves SmolLM2-135M-Instruct (Q4_1, 135M parameters: short, simple answers); the "
+        "cloud tier is the CLOUD STAND-IN, not a real provider. Every figure above is measured from the running "
+        "processes.")
+    out(f"Chart: {summary.get('png')}")
+    out(f"Summary JSON: {paths.summary}; logs: {paths.logs}/")
+    for line in try_lines:
+        out(line)
+    out(f"Demo ready in {summary['duration_seconds']}s. Stop everything with `make demo-down`.")
+
+
 def down(state_dir: Path, out: Progress = print) -> list[tuple[str, int]]:
-    """Stop every process the demo started (recorded or found by command line), then the control plane."""
+    """Stop every process the demo started (recorded or found by command line), then the local cluster (`make
+    demo`'s real node included)."""
     paths = Paths(state_dir.resolve())
     registry = processes.Registry(paths.demo)
     stopped = processes.stop_all(registry, STOP_ORDER) if paths.demo.exists() else []
     for name, pid in stopped:
         out(f"stopped {name} (pid {pid})")
-    cluster_pids = devcluster.down(paths.state)
-    out(f"stopped the local control plane ({len(cluster_pids)} processes)" if cluster_pids
-        else "the local control plane was not running")
+    # With a real node this also stops its pods and undoes what it changed on the host (and says what).
+    cluster_pids = devcluster.down(paths.state, progress=out)
+    out(f"stopped the local cluster ({len(cluster_pids)} processes)" if cluster_pids
+        else "the local cluster was not running")
     return stopped + [("control-plane", pid) for pid in cluster_pids]
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import importlib
 import json
 import os
 import shlex
@@ -630,13 +629,14 @@ class NodeImages:
 
 
 def project_images() -> NodeImages:
-    """The project's images (tiered_dev.images: pause, operator, router, SLM), built or reused from the cache."""
-    images = importlib.import_module("tiered_dev.images")  # the images module lands from the `images` branch
+    """The project's images (tiered_dev.images: pause, operator, router, SLM), built or reused from the cache
+    (keyed by every build input) and imported under the names the operator writes into its Deployments."""
+    from tiered_dev import images
 
     def load(socket: Path, progress: Progress) -> list[str]:
         built = images.ensure_images(progress=progress)
-        images.import_images(built.values(), str(socket), CONTAINERD_NAMESPACE)
-        return sorted(images.containerd_images(str(socket), CONTAINERD_NAMESPACE))
+        images.import_images(built.values(), str(socket), CONTAINERD_NAMESPACE, progress=progress)
+        return sorted(image.ref for image in built.values())
 
     return NodeImages(sandbox=images.PAUSE_IMAGE, load=load)
 
