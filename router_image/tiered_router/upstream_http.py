@@ -9,7 +9,8 @@ half of the router's CPU time per request (docs/performance.md). This module kee
   rendered once per config, so a request writes one buffer: head + Accept + Content-Length + body;
 - idle connections pooled per origin (last used first, closed after `keepalive_s` idle or when the upstream closes
   them); a pooled connection that turns out to be closed before a single response byte arrives is retried once
-  on a fresh connection (the race with an upstream's own keep-alive timeout), never after;
+  on a fresh connection (the race with an upstream's own keep-alive timeout), never after; so is one that answers
+  503 with Retry-After (its replica is draining and did not process the request: a rolling update);
 - responses framed by Content-Length, chunked transfer coding or connection close; `read_any()` returns body data as
   it arrives (the SSE relay forwards it chunk by chunk); a connection goes back to the pool only after a complete,
   keep-alive response;
@@ -418,6 +419,12 @@ class UpstreamPool:
                         continue  # a pooled connection the upstream had just closed: once more, fresh
                     raise UpstreamConnectError("upstream closed the connection without a response")
                 status, headers, keep_alive = head
+                if reused and attempt == 0 and status == 503 and any(k.lower() == "retry-after" for k, _ in headers):
+                    # The replica this pooled connection is bound to is going away (a draining server answers
+                    # 503 + Retry-After without processing the request): once more on a fresh connection, which
+                    # a Service routes to a live replica.
+                    conn.close()
+                    continue
                 return UpstreamResponse(self, endpoint, conn, status, headers, keep_alive)
             except BaseException:
                 conn.close()

@@ -180,6 +180,53 @@ def test_pooled_connection_the_upstream_closed_is_not_used_again() -> None:
     run(handler, scenario)
 
 
+def _draining() -> bytes:
+    body = b'{"error":{"code":"draining"}}'
+    return (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+            + (b"Content-Length: %d\r\n\r\n" % len(body)) + body)
+
+
+def test_draining_replica_behind_a_pooled_connection_gets_the_request_sent_again_on_a_fresh_one() -> None:
+    """A Service spreads new connections over replicas, but a pooled keep-alive connection stays with the replica
+    it was opened to. When that replica drains (a rolling update), it answers 503 with Retry-After without
+    processing the request: the pool sends it once more on a fresh connection (the Service routes that to a live
+    replica), instead of failing a request nothing had answered (seen as dropped requests on the real node)."""
+    opened = {"n": 0}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened["n"] += 1
+        replica, answered = opened["n"], 0
+        while True:
+            await _read_request(reader)
+            writer.write(_draining() if replica == 1 and answered >= 1 else _ok(b"{}"))
+            answered += 1
+            await writer.drain()
+
+    async def scenario(ep: Endpoint, pool: UpstreamPool, seen: dict[str, Any]) -> None:
+        async with await pool.post(ep, b"{}", "*/*", 1.0) as r:
+            assert r.status == 200 and await r.read() == b"{}"
+        async with await pool.post(ep, b"{}", "*/*", 1.0) as r:  # pooled connection → the draining replica
+            assert r.status == 200 and await r.read() == b"{}"
+        assert seen["connections"] == 2 and len(seen["requests"]) == 3
+
+    run(handler, scenario)
+
+
+def test_a_fresh_connection_answering_draining_is_an_answer_not_a_retry_loop() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(_draining())
+            await writer.drain()
+
+    async def scenario(ep: Endpoint, pool: UpstreamPool, seen: dict[str, Any]) -> None:
+        async with await pool.post(ep, b"{}", "*/*", 1.0) as r:
+            assert r.status == 503 and b"draining" in await r.read()
+        assert seen["connections"] == 1 and len(seen["requests"]) == 1
+
+    run(handler, scenario)
+
+
 @pytest.mark.parametrize(
     "answer",
     [b"HTTP/1.1 2OO OK\r\n\r\n", b"SMTP ready\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"],
