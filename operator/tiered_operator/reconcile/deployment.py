@@ -41,6 +41,12 @@ DEFAULT_ROUTER_RESOURCES: dict[str, Any] = {
 
 STARTUP_FAILURE_THRESHOLD = 360
 """Times 5 s = 30 min for download, sha256 check, quantize-on-load and warm-up before liveness applies."""
+PRE_STOP_SLEEP_SECONDS = 5
+"""Both containers keep serving this long after their pod is deleted, before SIGTERM: the time kube-proxy and other
+routers' Service connections need to stop sending new requests to it (a rolling update dropped requests that
+arrived after SIGTERM and before the endpoint was gone, on the real node)."""
+PRE_STOP = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
+
 ROUTER_STARTUP_FAILURE_THRESHOLD = 150
 """Times 2 s = 5 min for the router to load its config and train its classifier before it listens (seconds on an
 idle node; on a busy one it outlasted the liveness probe, which then restarted it forever)."""
@@ -249,6 +255,7 @@ def _slm_container(tier_name: str, local: LocalBackend, settings: OperatorSettin
         "startupProbe": http_probe(live, "slm", 5, STARTUP_FAILURE_THRESHOLD),
         "readinessProbe": http_probe(ready, "slm", 5, 3),
         "livenessProbe": http_probe(live, "slm", 10, 6),
+        "lifecycle": PRE_STOP,
         "volumeMounts": mounts,
         "securityContext": RESTRICTED_CONTAINER_SECURITY,
     }
@@ -280,6 +287,7 @@ def router_container(settings: OperatorSettings, sidecar: RouterSidecar, mounts:
         "startupProbe": http_probe("/healthz", "http", 2, ROUTER_STARTUP_FAILURE_THRESHOLD),
         "readinessProbe": http_probe("/readyz", "http", 5, 3),
         "livenessProbe": http_probe("/healthz", "http", 10, 6),
+        "lifecycle": PRE_STOP,
         "resources": sidecar.resources or DEFAULT_ROUTER_RESOURCES,
         "volumeMounts": mounts,
         "securityContext": RESTRICTED_CONTAINER_SECURITY,

@@ -70,6 +70,10 @@ def test_sample_local_tier_renders_a_restricted_two_container_deployment(
     # 60 s and the container was restarted forever (seen on the real node); liveness waits for startup.
     router = _containers(dep)["router"]
     assert router["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Deleted pods keep serving a few seconds before SIGTERM, while their endpoint leaves every Service path.
+    for c in (model, router):
+        assert c["lifecycle"]["preStop"]["sleep"]["seconds"] >= 3
+        assert pod["terminationGracePeriodSeconds"] > c["lifecycle"]["preStop"]["sleep"]["seconds"] + 30
     assert router["startupProbe"]["failureThreshold"] * router["startupProbe"]["periodSeconds"] >= 300
     assert model["resources"] == {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "4Gi"}}
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
