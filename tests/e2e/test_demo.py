@@ -227,10 +227,14 @@ def test_demo_lite_up_rerun_and_down(tmp_path: Path) -> None:
 
 
 def _pod_rows(table: str) -> list[dict[str, str]]:
-    """`kubectl get pods -A -o wide` as dicts keyed by its column headers."""
+    """`kubectl get pods -A -o wide` as dicts keyed by its column headers, cut at the headers' offsets (headers
+    and values may hold spaces: "NOMINATED NODE", "3 (62s ago)")."""
     lines = table.strip().splitlines()
-    header = lines[0].split()
-    return [dict(zip(header, line.split(), strict=False)) for line in lines[1:]]
+    header = lines[0]
+    names = ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE"]
+    starts = [header.index(n + " ") if n != "NAME" else header.index(" NAME ") + 1 for n in names]
+    bounds = [*zip(starts, [*starts[1:], None], strict=True)]
+    return [{n: line[a:b].strip() for n, (a, b) in zip(names, bounds, strict=True)} for line in lines[1:]]
 
 
 @pytest.mark.integration
