@@ -24,7 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import time
@@ -37,127 +36,45 @@ import yaml
 
 from tiered_dev import procs
 from tiered_dev.devcluster import build, hoststate, ociimage
-from tiered_dev.devcluster.pki import REAL_NODE_NAME, Pki
+from tiered_dev.devcluster.hostrestore import restore_host, sh, write_sysctl
+from tiered_dev.devcluster.nodeconfig import (
+    BRIDGE,
+    CLUSTER_DNS,
+    CLUSTER_DOMAIN,
+    CONTAINERD_NAMESPACE,
+    COREDNS_IMAGE,
+    KWOK_TAINT,
+    NODE_IP,
+    OUTSIDE_ADDRESSES,
+    OUTSIDE_GATEWAY,
+    OUTSIDE_HOST_LINK,
+    OUTSIDE_NETNS,
+    POD_CIDR,
+    REAL_NODE,
+    SERVICE_CIDR,
+    NodePaths,
+    Progress,
+    RealNodeError,
+    cni_config,
+    containerd_config,
+    coredns_objects,
+    kube_proxy_config,
+    kube_router_rbac,
+    kubelet_config,
+    process_argv,
+)
+from tiered_dev.devcluster.pki import Pki
 
-REAL_NODE = REAL_NODE_NAME
-BRIDGE = "tiered0"
-NODE_IP = "10.200.0.1"
-POD_CIDR = "10.200.0.0/24"
-SERVICE_CIDR = "10.0.0.0/24"
-CLUSTER_DNS = "10.0.0.10"
-CLUSTER_DOMAIN = "cluster.local"
-OUTSIDE_NETNS = "tiered-outside"
-OUTSIDE_HOST_LINK = "tiered-out0"
-OUTSIDE_GATEWAY = "10.201.0.1"
-OUTSIDE_ADDRESSES = ("10.201.0.2", "10.201.0.3")
-"""Two addresses in the outside namespace: a cloud tier declares one, the other shows that only it is open."""
+__all__ = [
+    "BRIDGE", "CLUSTER_DNS", "CLUSTER_DOMAIN", "KWOK_TAINT", "NODE_IP", "OUTSIDE_ADDRESSES", "OUTSIDE_GATEWAY",
+    "OUTSIDE_HOST_LINK", "OUTSIDE_NETNS", "POD_CIDR", "REAL_NODE", "SERVICE_CIDR", "NodeImages", "NodePaths",
+    "RealNodeError", "acquire_lock", "down", "exists", "lock_holder", "missing_host_tools", "outside_command",
+    "prepare_host", "project_images", "restore_host", "status", "up",
+]
+
 LOCK_PATH = Path("/tmp/tiered-realnode.lock")
-KWOK_TAINT = {"key": "tiered.dev/simulated", "value": "kwok", "effect": "NoSchedule"}
-"""On the KWOK node while a real node exists, so workloads land on the real one; a pod that should stay simulated
-(scale tests with hundreds of replicas) tolerates it."""
-REAL_NODE_LABELS = {"tiered.dev/node": "real"}
-COREDNS_IMAGE = f"localhost/tiered/coredns:{build.COREDNS_VERSION}"
-CONTAINERD_NAMESPACE = "k8s.io"
 PROCESSES = ("containerd", "kubelet", "kube-proxy", "kube-router")
 """Host processes of the node, in start order (stopped in reverse)."""
-CHAIN_PREFIXES = ("KUBE-", "CNI-")
-
-Progress = Callable[[str], None]
-
-
-class RealNodeError(RuntimeError):
-    """The real node cannot be brought up (or down); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class NodePaths:
-    """Every file of the node, under `<state>/node/`."""
-
-    state: Path
-
-    @property
-    def root(self) -> Path:
-        return self.state / "node"
-
-    @property
-    def containerd(self) -> Path:
-        return self.root / "containerd"
-
-    @property
-    def containerd_socket(self) -> Path:
-        return self.containerd / "containerd.sock"
-
-    @property
-    def containerd_config(self) -> Path:
-        return self.containerd / "config.toml"
-
-    @property
-    def cni_bin(self) -> Path:
-        return self.root / "cni" / "bin"
-
-    @property
-    def cni_conf(self) -> Path:
-        return self.root / "cni" / "net.d"
-
-    @property
-    def cni_data(self) -> Path:
-        return self.root / "cni" / "ipam"
-
-    @property
-    def kubelet(self) -> Path:
-        return self.root / "kubelet"
-
-    @property
-    def kubelet_root(self) -> Path:
-        return self.kubelet / "root"
-
-    @property
-    def pod_logs(self) -> Path:
-        return self.root / "pod-logs"
-
-    @property
-    def resolv_conf(self) -> Path:
-        return self.root / "resolv.conf"
-
-    @property
-    def snapshot(self) -> Path:
-        return self.root / "host-before.json"
-
-    @property
-    def state_file(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.state / "logs"
-
-    def log(self, name: str) -> Path:
-        return self.logs / f"{name}.log"
-
-    def kubeconfig(self, name: str) -> Path:
-        return self.state / "kubeconfigs" / name
-
-
-# --- small host helpers ------------------------------------------------------------------------------------------
-
-
-def sh(*argv: str, check: bool = True, netns: str | None = None, timeout: float = 60) -> str:
-    """Run a host command; a failure raises with the command and its output."""
-    cmd = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise RealNodeError(f"`{shlex.join(cmd)}` failed ({result.returncode}): {result.stderr.strip()}")
-    return result.stdout
-
-
-def _sysctl_path(key: str) -> Path:
-    return hoststate.SYSCTL_ROOT / key.replace(".", "/")
-
-
-def write_sysctl(key: str, value: str) -> None:
-    path = _sysctl_path(key)
-    if path.exists() and " ".join(path.read_text().split()) != value:
-        path.write_text(value + "\n")
 
 
 def missing_host_tools() -> list[str]:
@@ -253,281 +170,6 @@ def prepare_host(paths: NodePaths) -> None:
 def outside_command(argv: list[str]) -> list[str]:
     """`argv` run inside the outside namespace (a cloud stand-in there is reached only through the node)."""
     return ["ip", "netns", "exec", OUTSIDE_NETNS, *argv]
-
-
-# --- configuration files (pure builders) -------------------------------------------------------------------------
-
-
-def containerd_config(paths: NodePaths, sandbox_image: str) -> str:
-    """containerd 1.6 with its CRI plugin, everything under the node's directory.
-
-    restrict_oom_score_adj: the machine lacks CAP_SYS_RESOURCE, and without it every sandbox fails with runc
-    "can't get final child's PID from pipe: EOF". cgroupfs (SystemdCgroup false): PID 1 is not systemd."""
-    c = paths.containerd
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{c / 'root'}"
-state = "{c / 'state'}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-[grpc]
-  address = "{paths.containerd_socket}"
-
-[ttrpc]
-  address = "{c / 'containerd.sock.ttrpc'}"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{c / 'opt'}"
-
-[{cri}]
-  sandbox_image = "{sandbox_image}"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-  discard_unpacked_layers = false
-
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-  BinaryName = "{shutil.which('runc') or '/usr/sbin/runc'}"
-
-[{cri}.cni]
-  bin_dir = "{paths.cni_bin}"
-  conf_dir = "{paths.cni_conf}"
-  max_conf_num = 1
-
-[{cri}.registry]
-  config_path = ""
-"""
-
-
-def cni_config(paths: NodePaths) -> dict[str, Any]:
-    """The bridge on `tiered0`, addresses from host-local in the pod CIDR, portmap for hostPorts."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": "tiered",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(paths.cni_data),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        ],
-    }
-
-
-def kubelet_config(paths: NodePaths, pki: Pki, port: int, healthz_port: int) -> dict[str, Any]:
-    """KubeletConfiguration for this machine: cgroup v1 with cgroupfs, no swap check, no oom_score_adj changes
-    (no CAP_SYS_RESOURCE), image GC off (images cannot be pulled again here), everything under the node dir."""
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": NODE_IP,
-        "port": port,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": healthz_port,
-        "authentication": {
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True},
-            "x509": {"clientCAFile": str(pki.ca_cert)},
-        },
-        "authorization": {"mode": "Webhook"},
-        "cgroupDriver": "cgroupfs",
-        "failCgroupV1": False,
-        "failSwapOn": False,
-        "oomScoreAdj": 0,
-        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
-        "clusterDNS": [CLUSTER_DNS],
-        "clusterDomain": CLUSTER_DOMAIN,
-        "resolvConf": str(paths.resolv_conf),
-        "podLogsDir": str(paths.pod_logs),
-        "volumePluginDir": str(paths.kubelet / "volume-plugins"),
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                         "nodefs.inodesFree": "1%"},
-        "serializeImagePulls": False,
-        "maxPods": 60,
-        "registerNode": True,
-        "rotateCertificates": False,
-        "serverTLSBootstrap": False,
-        "shutdownGracePeriod": "0s",
-        "logging": {"format": "text"},
-    }
-
-
-def kube_proxy_config(paths: NodePaths, healthz_port: int, metrics_port: int) -> dict[str, Any]:
-    """iptables mode; NodePorts only on the node address; conntrack sysctls left as they are."""
-    return {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": str(paths.kubeconfig("kube-proxy"))},
-        "mode": "iptables",
-        "hostnameOverride": REAL_NODE,
-        "clusterCIDR": POD_CIDR,
-        "healthzBindAddress": f"127.0.0.1:{healthz_port}",
-        "metricsBindAddress": f"127.0.0.1:{metrics_port}",
-        "nodePortAddresses": [f"{NODE_IP}/32"],
-        "oomScoreAdj": 0,
-        "iptables": {"localhostNodePorts": False, "syncPeriod": "30s", "minSyncPeriod": "0s"},
-        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
-    }
-
-
-COREFILE = f""".:53 {{
-    errors
-    health :8080
-    ready :8181
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        pods insecure
-        ttl 30
-    }}
-    cache 30
-    reload
-}}
-"""
-"""No `forward`: names outside the cluster are answered REFUSED here, never asked of the machine's resolver."""
-
-
-def coredns_objects() -> list[dict[str, Any]]:
-    """CoreDNS as most distributions run it (kube-system, k8s-app=kube-dns, Service kube-dns at CLUSTER_DNS), so
-    the operator's DNS egress rule selects it as it would on any cluster."""
-    labels = {"k8s-app": "kube-dns"}
-    meta = {"namespace": "kube-system", "labels": {**labels, "app.kubernetes.io/part-of": "tiered-dev"}}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", **meta}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "tiered-dev:coredns"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
-                 "verbs": ["list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "tiered-dev:coredns"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tiered-dev:coredns"},
-            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
-        },
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", **meta},
-         "data": {"Corefile": COREFILE}},
-        {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", **meta},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": "coredns",
-                        "dnsPolicy": "Default",
-                        "nodeSelector": dict(REAL_NODE_LABELS),
-                        "securityContext": {
-                            "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                            # Port 53 without root or capabilities (a namespaced, "safe" sysctl).
-                            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}],
-                        },
-                        "containers": [{
-                            "name": "coredns",
-                            "image": COREDNS_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "args": ["-conf", "/etc/coredns/Corefile"],
-                            "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                      {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
-                            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
-                            "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 10},
-                            "resources": {"requests": {"cpu": "20m", "memory": "32Mi"},
-                                          "limits": {"memory": "128Mi"}},
-                            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                                "capabilities": {"drop": ["ALL"]}},
-                            "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
-                        }],
-                        "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", **meta},
-            "spec": {
-                "clusterIP": CLUSTER_DNS,
-                "selector": labels,
-                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                          {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
-            },
-        },
-    ]
-
-
-def kube_router_rbac() -> list[dict[str, Any]]:
-    """What kube-router's firewall reads (its upstream ClusterRole, firewall part) for the identity in pki."""
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "tiered-dev:kube-router"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
-                 "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                 "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                 "verbs": ["get", "list", "watch"]},
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "tiered-dev:kube-router"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "tiered-dev:kube-router"},
-            "subjects": [{"kind": "User", "name": "tiered-kube-router", "apiGroup": "rbac.authorization.k8s.io"}],
-        },
-    ]
-
-
-def process_argv(name: str, paths: NodePaths, bins: Path, ports: Mapping[str, int]) -> list[str]:
-    if name == "containerd":
-        return [shutil.which("containerd") or "containerd", "--config", str(paths.containerd_config)]
-    if name == "kubelet":
-        return [
-            str(bins / "kubelet"), f"--config={paths.kubelet / 'config.yaml'}",
-            f"--kubeconfig={paths.kubeconfig('kubelet')}", f"--root-dir={paths.kubelet_root}",
-            f"--cert-dir={paths.kubelet / 'pki'}", f"--hostname-override={REAL_NODE}", f"--node-ip={NODE_IP}",
-            "--node-labels=" + ",".join(f"{k}={v}" for k, v in REAL_NODE_LABELS.items()), "--v=1",
-        ]
-    if name == "kube-proxy":
-        return [str(bins / "kube-proxy"), f"--config={paths.root / 'kube-proxy.yaml'}", "--v=1"]
-    if name == "kube-router":
-        return [
-            str(bins / "kube-router"), f"--kubeconfig={paths.kubeconfig('kube-router')}",
-            "--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
-            f"--hostname-override={REAL_NODE}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--health-port=0", "--metrics-port=0", "--iptables-sync-period=30s", "--v=1",
-        ]
-    raise ValueError(f"unknown node process {name!r}")
 
 
 # --- state and processes -----------------------------------------------------------------------------------------
@@ -771,78 +413,6 @@ def exists(state_dir: Path) -> bool:
     return NodePaths(state_dir).snapshot.exists()
 
 
-# --- down --------------------------------------------------------------------------------------------------------
-
-KNOWN_HOST_PATHS = ("/run/containerd", "/var/log/containers", "/var/log/pods", "/var/lib/cni", "/var/lib/kubelet",
-                    "/var/lib/containerd", "/etc/cni", "/opt/cni", "/opt/containerd", "/usr/libexec/kubernetes",
-                    "/var/lib/kube-router", "/etc/kubernetes", "/run/netns", "/var/run/netns")
-"""Where containerd, kubelet, the CNI plugins and kube-router write whatever their flags say (seen here, or their
-defaults): removed on down when the snapshot shows they did not exist before."""
-
-
-def _parse_iptables(lines: Iterable[str]) -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
-    """(user-defined chains per table, rules as (table, '-A ...') in order) from normalized iptables-save lines.
-    Built-in chains (INPUT, PREROUTING, ...) carry a policy instead of `-` and can never be deleted."""
-    chains: dict[str, set[str]] = {}
-    rules: list[tuple[str, str]] = []
-    table = ""
-    for line in lines:
-        if line.startswith("*"):
-            table = line[1:]
-            chains.setdefault(table, set())
-        elif line.startswith(":"):
-            name, policy = [*line[1:].split(), "-"][:2]
-            if policy == "-":
-                chains.setdefault(table, set()).add(name)
-        elif line.startswith("-A "):
-            rules.append((table, line))
-    return chains, rules
-
-
-def iptables_undo(before: Iterable[str], after: Iterable[str]) -> list[list[str]]:
-    """The iptables arguments that remove what `after` has and `before` had not: first the added rules of chains
-    that existed before (they may jump to added chains), then every added chain is flushed, then deleted."""
-    chains_before, rules_before = _parse_iptables(before)
-    chains_after, rules_after = _parse_iptables(after)
-    old_rules = set(rules_before)
-    added_chains = {(t, c) for t, cs in chains_after.items() for c in cs if c not in chains_before.get(t, set())}
-    commands: list[list[str]] = []
-    for table, rule in rules_after:
-        chain = rule.split()[1]
-        if (table, rule) in old_rules or (table, chain) in added_chains:
-            continue
-        commands.append(["-t", table, "-D", *shlex.split(rule)[1:]])
-    for table, chain in sorted(added_chains):
-        commands.append(["-t", table, "-F", chain])
-    for table, chain in sorted(added_chains):
-        commands.append(["-t", table, "-X", chain])
-    return commands
-
-
-def _unmount_under(prefixes: Iterable[str], keep: set[str]) -> None:
-    prefixes = tuple(prefixes)
-    for _ in range(3):
-        points = []
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            parts = line.split()
-            sep = parts.index("-")
-            point = parts[4].replace("\\040", " ")
-            if point.startswith(prefixes) and f"{parts[4]} {parts[sep + 1]}" not in keep:
-                points.append(point)
-        if not points:
-            return
-        for point in sorted(points, key=len, reverse=True):
-            if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
-def _remove_cgroups(before: set[str]) -> None:
-    now = hoststate.take_cgroups()
-    for path in sorted((p for p in now if p not in before and "/kubepods" in p), key=len, reverse=True):
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
-
-
 def _kill_pod_processes() -> None:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -884,49 +454,3 @@ def down(state_dir: Path, progress: Progress = print) -> list[int]:
     _stop(shims, grace=5)
     _kill_pod_processes()
     return stopped + shims
-
-
-def restore_host(state_dir: Path, progress: Progress = print) -> list[hoststate.Difference]:
-    """Undo what the node changed on the host, from the snapshot `prepare_host` took; return what still differs
-    (empty when the host is as it was). Call after `down()` and after the control plane has stopped."""
-    paths = NodePaths(state_dir)
-    if not paths.snapshot.exists():
-        return []
-    before = hoststate.Snapshot.from_json(json.loads(paths.snapshot.read_text()))
-    node_dirs = (str(paths.root) + "/", "/run/containerd/", "/var/lib/kubelet/", "/run/netns/cni-",
-                 "/var/run/netns/cni-")
-    _unmount_under(node_dirs, set(before.mounts))
-    now = hoststate.take()
-    # iptables: new tables go whole (nft), otherwise the added rules and chains one by one.
-    new_tables = [t for t in now.nft_tables if t not in before.nft_tables]
-    for fam, tool in (("iptables", "iptables"), ("ip6tables", "ip6tables")):
-        for args in iptables_undo(before.iptables.get(fam, []), now.iptables.get(fam, [])):
-            sh(tool, "-w", *args, check=False)
-    for table in new_tables:  # e.g. "table ip filter"
-        sh("nft", "delete", *table.split(), check=False)
-    for ipset in sorted(set(now.ipsets) - set(before.ipsets)):
-        sh("ipset", "destroy", ipset, check=False)
-    if OUTSIDE_NETNS in now.netns and OUTSIDE_NETNS not in before.netns:
-        sh("ip", "netns", "delete", OUTSIDE_NETNS, check=False)
-    # `ip netns add` makes /run/netns a mount point of its own (a shared bind mount) the first time.
-    for point in ("/run/netns", "/var/run/netns"):
-        if any(m.startswith(point + " ") for m in now.mounts) and not any(
-                m.startswith(point + " ") for m in before.mounts) and not os.listdir(point):
-            sh("umount", point, check=False)
-    for link in sorted(set(now.links) - set(before.links)):
-        master = Path(f"/sys/class/net/{link}/master")
-        if link in (BRIDGE, OUTSIDE_HOST_LINK) or (master.exists() and master.resolve().name == BRIDGE):
-            sh("ip", "link", "delete", link, check=False)
-    _remove_cgroups(set(before.cgroups))
-    for key, (old, new) in hoststate.sysctl_changes(before.sysctls, hoststate.read_sysctls()).items():
-        with contextlib.suppress(OSError):
-            _sysctl_path(key).write_text(old + "\n")
-            progress(f"restored sysctl {key} = {old} (was {new})")
-    existed = set(before.directories)
-    for path in KNOWN_HOST_PATHS:
-        if path not in existed and os.path.lexists(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-    left = hoststate.diff(before, hoststate.take(markers=[str(paths.root) + "/"]))
-    if not left:
-        paths.snapshot.unlink()
-    return left
