@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tiered_dev.devcluster import hoststate
@@ -95,6 +96,25 @@ def iptables_undo(before: Iterable[str], after: Iterable[str]) -> list[list[str]
     return commands
 
 
+CNI_VETH = re.compile(r"^veth[0-9a-f]{8}$")
+"""The host end of a pod's veth pair, as the CNI bridge plugin names it."""
+
+
+def _master(link: str) -> str | None:
+    master = Path(f"/sys/class/net/{link}/master")
+    return master.resolve().name if master.exists() else None
+
+
+def links_to_delete(before: Iterable[str], masters: Mapping[str, str | None]) -> list[str]:
+    """The links the node added that `down` deletes, ports first: the bridge's ports (pods' veths), CNI veths that
+    lost their bridge (a node that died before `down`: their pod namespace may outlive it), then the bridge and
+    the outside veth. `masters` maps every link now present to the bridge it is enslaved to (None: none)."""
+    added = set(masters) - set(before)
+    ports = sorted(link for link in added
+                   if masters[link] == BRIDGE or (masters[link] is None and CNI_VETH.match(link)))
+    return ports + [link for link in (OUTSIDE_HOST_LINK, BRIDGE) if link in added]
+
+
 def _unmount_under(prefixes: Iterable[str], keep: set[str]) -> None:
     prefixes = tuple(prefixes)
     for _ in range(3):
@@ -146,10 +166,9 @@ def restore_host(state_dir: Path, progress: Progress = print) -> list[hoststate.
         if any(m.startswith(point + " ") for m in now.mounts) and not any(
                 m.startswith(point + " ") for m in before.mounts) and not os.listdir(point):
             sh("umount", point, check=False)
-    for link in sorted(set(now.links) - set(before.links)):
-        master = Path(f"/sys/class/net/{link}/master")
-        if link in (BRIDGE, OUTSIDE_HOST_LINK) or (master.exists() and master.resolve().name == BRIDGE):
-            sh("ip", "link", "delete", link, check=False)
+    masters = {link: _master(link) for link in now.links}
+    for link in links_to_delete(before.links, masters):
+        sh("ip", "link", "delete", link, check=False)
     _remove_cgroups(set(before.cgroups))
     for key, (old, new) in hoststate.sysctl_changes(before.sysctls, hoststate.read_sysctls()).items():
         with contextlib.suppress(OSError):

@@ -243,6 +243,27 @@ def _set_diff(part: str, before: Iterable[str], after: Iterable[str]) -> Differe
     return Difference(part, tuple(sorted(a - b)), tuple(sorted(b - a)))
 
 
+def _cgroup_top(path: str) -> str:
+    """The top-level group of a cgroup path: `/sys/fs/cgroup/memory/a/b` -> `/sys/fs/cgroup/memory/a`."""
+    return "/".join(path.split("/")[:6])
+
+
+def node_cgroups(before: Iterable[str], after: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The cgroups a node could have made or removed, from both snapshots.
+
+    A node makes its groups in hierarchies of its own (kubelet's `/kubepods`, containerd's `/k8s.io`): a new
+    top-level group, or anything named kubepods, counts. Children that come and go under a top-level group that
+    exists on both sides belong to whoever owns that group (here the machine's job runner keeps one memory group
+    per running command under `/process_api`), so they are not compared."""
+    b, a = set(before), set(after)
+    stable = {p for p in b & a if _cgroup_top(p) == p}
+
+    def counts(path: str) -> bool:
+        return _cgroup_top(path) not in stable or "kubepods" in path
+
+    return sorted(p for p in b if counts(p)), sorted(p for p in a if counts(p))
+
+
 def sysctl_changes(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Keys present in both snapshots whose values differ: key -> (before, after).
 
@@ -258,10 +279,13 @@ def diff(before: Snapshot, after: Snapshot, ignore_processes: Iterable[str] = ()
         d = _set_diff(f"{fam} rules", before.iptables.get(fam, []), after.iptables.get(fam, []))
         if d:
             out.append(d)
-    for part in ("nft_tables", "ipsets", "links", "routes", "netns", "mounts", "cgroups", "directories"):
+    for part in ("nft_tables", "ipsets", "links", "routes", "netns", "mounts", "directories"):
         d = _set_diff(part, getattr(before, part), getattr(after, part))
         if d:
             out.append(d)
+    cgroups = _set_diff("cgroups", *node_cgroups(before.cgroups, after.cgroups))
+    if cgroups:
+        out.append(cgroups)
     ignored = set(ignore_processes)
     procs = _set_diff("node processes", [p for p in before.node_processes if p not in ignored],
                       [p for p in after.node_processes if p not in ignored])

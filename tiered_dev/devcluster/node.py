@@ -449,8 +449,17 @@ def down(state_dir: Path, progress: Progress = print) -> list[int]:
     for name in ("kube-router", "kube-proxy", "containerd"):
         _stop(running.get(name, []))
         stopped += running.get(name, [])
-    # Shims of containers the CRI could not remove, then anything still in a pod's cgroup.
+    # Shims of containers the CRI could not remove, then anything still in a pod's cgroup: the pods of the machine's
+    # one real node, so only when that node is this state directory's (a KWOK-only `dev down` elsewhere, or one
+    # while another state directory's node runs, must not touch them).
     shims = [pid for pid in procs.find_ours(paths.containerd) if "containerd-shim" in procs.cmdline(pid)]
     _stop(shims, grace=5)
-    _kill_pod_processes()
+    if owns_the_pods(state_dir, bool(running) or exists(state_dir), lock_holder()):
+        _kill_pod_processes()
     return stopped + shims
+
+
+def owns_the_pods(state_dir: Path, has_node: bool, holder: str | None) -> bool:
+    """Whether processes in the machine's pod cgroups are this state directory's node's to stop: it has (or had) a
+    node, and no other state directory's node holds the machine's lock."""
+    return has_node and holder in (None, str(state_dir))

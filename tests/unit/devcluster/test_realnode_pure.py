@@ -95,6 +95,46 @@ def test_snapshot_diff_names_each_leftover_and_ignores_volatile_sysctls() -> Non
     assert hoststate.sysctl_changes({"fs.file-nr": "1"}, {"fs.file-nr": "2"}) == {}
 
 
+def test_cgroups_compared_are_those_a_node_makes_not_another_owners_children() -> None:
+    cg = "/sys/fs/cgroup/memory"
+    before = hoststate.Snapshot(cgroups=[cg, f"{cg}/runner", f"{cg}/runner/job1"])
+    # Another owner's children come and go under a top-level group that stays: not the node's.
+    after = hoststate.Snapshot(cgroups=[cg, f"{cg}/runner", f"{cg}/runner/job2"])
+    assert hoststate.diff(before, after) == []
+    # A new top-level group and everything under it, or anything named kubepods, is.
+    for left in ([f"{cg}/k8s.io", f"{cg}/k8s.io/abc"], [f"{cg}/runner/kubepods"]):
+        after = hoststate.Snapshot(cgroups=[*before.cgroups, *left])
+        (d,) = hoststate.diff(before, after)
+        assert d.part == "cgroups" and d.added == tuple(sorted(left))
+    # A top-level group that went away counts too.
+    (d,) = hoststate.diff(before, hoststate.Snapshot(cgroups=[cg]))
+    assert d.removed == (f"{cg}/runner", f"{cg}/runner/job1")
+
+
+def test_down_deletes_the_bridges_ports_and_orphaned_pod_veths_before_the_bridge() -> None:
+    before = ["eth0", "lo", "cni-podman0", "veth00000001"]
+    masters = {"eth0": None, "lo": None, "cni-podman0": None, "veth00000001": "cni-podman0",
+               node.BRIDGE: None, node.OUTSIDE_HOST_LINK: None,
+               "veth0aba3068": node.BRIDGE,      # a pod's veth on the node's bridge
+               "vethd1dd0331": None,             # a pod's veth whose bridge went with a node that died
+               "veth1234abcd": "cni-podman0",    # someone else's pod (buildah's bridge): not ours
+               "dummy0": None}                   # someone else's link: not ours
+    order = hostrestore.links_to_delete(before, masters)
+    assert order == ["veth0aba3068", "vethd1dd0331", node.OUTSIDE_HOST_LINK, node.BRIDGE]
+
+
+def test_dev_down_without_a_node_leaves_the_machines_pods_alone(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KWOK-only `dev down` (another checkout's test session) once killed every pod of the machine's real node."""
+    killed: list[str] = []
+    monkeypatch.setattr(node, "_kill_pod_processes", lambda: killed.append("pods"))
+    monkeypatch.setattr(node, "lock_holder", lambda: "/elsewhere/.dev")
+    assert node.down(tmp_path / "kwok-only", progress=lambda _m: None) == [] and killed == []
+    assert not node.owns_the_pods(tmp_path, True, "/elsewhere/.dev")
+    assert node.owns_the_pods(tmp_path, True, None) and node.owns_the_pods(tmp_path, True, str(tmp_path))
+    assert not node.owns_the_pods(tmp_path, False, None)
+
+
 def test_image_archive_is_reproducible_and_names_the_image(tmp_path: Path) -> None:
     binary = tmp_path / "prog"
     binary.write_bytes(b"\x7fELF fake static binary")
