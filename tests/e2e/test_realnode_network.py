@@ -31,6 +31,8 @@ from realnode_support import (
     wait_for,
 )
 
+from tiered_operator.residency.network import BASE_POLICY_NAME
+
 pytestmark = pytest.mark.integration
 
 LOCAL_NS = "e2e-local-only"
@@ -65,7 +67,7 @@ def test_local_only_pod_cannot_reach_the_cloud_while_dns_and_the_local_tier_work
 ) -> None:
     cluster = real_node.kube
     policies = {p["metadata"]["name"] for p in get_json(cluster, "networkpolicy", "-n", LOCAL_NS)["items"]}
-    assert "edge-default-deny" in policies and not any("allow-cloud" in p for p in policies), policies
+    assert BASE_POLICY_NAME in policies and not any("allow-cloud" in p for p in policies), policies
     with outside_listeners(SECOND_STANDIN):
         reach = tcp_from_pod(cluster, LOCAL_NS, local_only, STANDIN, SECOND_STANDIN)
     assert reach[STANDIN] != "open" and reach[SECOND_STANDIN] != "open", reach

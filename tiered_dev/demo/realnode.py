@@ -229,6 +229,8 @@ def up(state_dir: Path, requests: int = 160, concurrency: int = 4, seed: int = 7
     kinds = {t["name"]: t["kind"] for t in json.loads(config_text)["tiers"]}
     summary = measure(step, cluster, p, f"{router_url}/v1", Workload(requests, concurrency, seed), objects, kinds,
                       paths, notes=[f"replicas are real pods on {node.REAL_NODE}"])
+    # The workload may have made the autoscaler add a replica: let it become Ready before the final listing.
+    rollout(cluster, NS, naming.deployment_name(local_tier), 300)
     pods_all = cluster.kubectl("get", "pods", "-A", "-o", "wide").stdout.rstrip()
     summary["pods"] = pods_all
     summary["duration_seconds"] = round(time.monotonic() - began, 1)
