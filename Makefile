@@ -107,5 +107,9 @@ test-unit: venv
 test-integration: controlplane
 	$(VENV)/bin/pytest tests/integration
 
-clean: dev-down
-	rm -rf .dev
+## Stop what the demo and the real-node tests started here (their processes, the node, the host changes), then
+## remove their state. A failed stop leaves the directory (and names what still differs on the host).
+clean: venv
+	$(PY) -m tiered_dev.demo down
+	$(PY) -m tiered_dev.demo --state-dir .dev-e2e-realnode down
+	rm -rf .dev .dev-e2e-realnode .dev-e2e-realnode-figures.json
