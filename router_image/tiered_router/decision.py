@@ -236,12 +236,15 @@ def decide(config: RouterConfig, classifier: Classifier, req: RoutingRequest) ->
     # 1. PII scan
     pii_cfg = config.residency.pii
     strict = config.residency.pii_strict
+    # keepLocal and reject: the first finding decides, so the scan stops there (`pii` then names what it found up
+    # to that point, not necessarily every entity in the request); redaction needs every finding.
+    first = pii_cfg.action is not PiiAction.REDACT
     if not pii_cfg.entities:
         findings: list[Finding] = []
     elif req.segments:
-        findings = scan_segments(req.segments, pii_cfg.entities, strict)
+        findings = scan_segments(req.segments, pii_cfg.entities, strict, first)
     else:
-        findings = scan(req.text, pii_cfg.entities, strict)
+        findings = scan(req.text, pii_cfg.entities, strict, first)
     entities = tuple(sorted({f.entity.value for f in findings})) if findings else ()
     if findings and pii_cfg.action is PiiAction.REJECT:
         return _reject(

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ..config import PiiEntity
 from .base import Finding, Segment, fold_confusables, normalize
 from .checks import iban_valid, luhn_valid, ssn_valid
-from .numbers import ZERO_DIGITS, scan_digit_runs
+from .numbers import scan_digit_runs, zero_digits
 from .patterns import PRIORITY, ip_valid, phone_valid, scan_patterns
 from .tokens import candidates, scan_tokens
 from .views import decoded_views, scan_defanged_ips, scan_obfuscated_emails
@@ -66,28 +66,37 @@ def _lowercase(text: str) -> str:
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
-def _detect(norm: str, wanted: frozenset[PiiEntity], strict: bool, depth: int) -> list[Finding]:
-    """Every detector over one normalised text; overlapping findings are kept (merged by the callers)."""
+def _detect(norm: str, wanted: frozenset[PiiEntity], strict: bool, depth: int, first: bool = False) -> list[Finding]:
+    """Every detector over one normalised text; overlapping findings are kept (merged by the callers). With `first`,
+    the detectors stop after the first one that finds something (cheapest and most productive first)."""
     text = fold_confusables(norm)
     lower = _lowercase(text)
     # In strict mode every run of 9+ digits is a finding and every credential shape the API-key pattern knows is a
     # token rule too (tokens.py), so those patterns could only repeat what the other detectors report.
     found = scan_patterns(text, wanted - STRICT_SUPERSEDED if strict else wanted)
-    zeros = lower.translate(ZERO_DIGITS)
+    if first and found:
+        return found
+    zeros = zero_digits(lower)
     found += scan_digit_runs(text, lower, zeros, wanted, strict)
+    if first and found:
+        return found
     tokens = candidates(text, lower)
     found += scan_tokens(text, lower, tokens, wanted, strict)
     if PiiEntity.EMAIL in wanted:
         found += scan_obfuscated_emails(lower, strict)
     if PiiEntity.IP_ADDRESS in wanted:
         found += scan_defanged_ips(lower, zeros)
+    if first and found:
+        return found
     if depth < MAX_DEPTH:
         for start, end, decoded in decoded_views(text, lower, tokens):
             # normalised piece by piece: `normalize` drops the BOUNDARY character, and decoding a whole request
             # must not glue its strings together
             norm_decoded = BOUNDARY.join(normalize(p) for p in decoded.split(BOUNDARY))
-            inner = _detect(norm_decoded, wanted, strict, depth + 1)
+            inner = _detect(norm_decoded, wanted, strict, depth + 1, first)
             found.extend(Finding(f.entity, start, end, f"decoded:{f.rule}") for f in inner)
+            if first and found:
+                return found
     return found
 
 
@@ -108,12 +117,14 @@ def _merge(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-def scan(text: str, entities: Iterable[PiiEntity], strict: bool = False) -> list[Finding]:
-    """Findings in the normalised `text` for the requested entity kinds, non-overlapping, in text order."""
+def scan(text: str, entities: Iterable[PiiEntity], strict: bool = False, first: bool = False) -> list[Finding]:
+    """Findings in the normalised `text` for the requested entity kinds, non-overlapping, in text order.
+
+    `first`: stop at the first detector that finds something (see `scan_segments`)."""
     wanted = frozenset(entities)
     if not wanted:
         return []
-    return _merge(_detect(normalize(text), wanted, strict, 0))
+    return _merge(_detect(normalize(text), wanted, strict, 0, first))
 
 
 # --- across strings -------------------------------------------------------------------------------------------
@@ -225,15 +236,23 @@ def _seams(
     return out
 
 
-def scan_segments(segments: Sequence[Segment], entities: Iterable[PiiEntity], strict: bool = False) -> list[Finding]:
+def scan_segments(
+    segments: Sequence[Segment], entities: Iterable[PiiEntity], strict: bool = False, first: bool = False
+) -> list[Finding]:
     """Findings in a whole request: its strings joined by BOUNDARY (offsets index that joined normalised text), plus
-    values split across strings, reported as not redactable (no single string holds them)."""
+    values split across strings, reported as not redactable (no single string holds them).
+
+    `first`: stop at the first detector that finds something, for callers to which one finding decides (a request
+    kept local or rejected when it holds PII): the findings are then those of that detector, not every value in the
+    request; without any, the scan is complete."""
     wanted = frozenset(entities)
     if not wanted or not segments:
         return []
     norms = [normalize(s.text) for s in segments]
     joined = BOUNDARY.join(norms)
-    found = _detect(joined, wanted, strict, 0)
+    found = _detect(joined, wanted, strict, 0, first)
+    if first and found:
+        return _merge(found)
     if len(segments) > 1:
         offsets = [0]
         for n in norms:

@@ -25,11 +25,23 @@ from .checks import IBAN_LENGTHS, iban_valid, luhn_valid, ssn_valid
 # Both searches run over a copy of the text with every digit mapped to '0' (one translate, offsets unchanged), so
 # each pattern starts with a literal and `re` skips ahead at C speed instead of trying every position.
 ZERO_DIGITS = str.maketrans("123456789", "000000000")
-_LONG_RUN = re.compile(r"0(?:[ \t\-./_()]{0,3}0){8,}")  # 9+ digits: nothing shorter is kept, by any rule
-# Two digits right after a letter, or after a letter and up to three separators: where an IBAN's check digits sit.
-_IBAN_CHECK = re.compile(
-    r"00(?:(?<=[a-z]00)|(?<=[a-z][ \-./_]00)|(?<=[a-z][ \-./_]{2}00)|(?<=[a-z][ \-./_]{3}00))"
-)
+_ZERO_DIGIT_BYTES = bytes.maketrans(b"123456789", b"000000000")
+
+
+def zero_digits(text: str) -> str:
+    """`text.translate(ZERO_DIGITS)`; for ASCII text as bytes (a table lookup per byte, ~4x faster than `str`'s)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ZERO_DIGIT_BYTES).decode("ascii")
+    return text.translate(ZERO_DIGITS)
+
+
+# 9+ digits: nothing shorter is kept, by any rule. Tried only at a digit not right after another: a match from inside a
+# run of digits would be part of one from the run's first digit, so `finditer` finds the same matches.
+_LONG_RUN = re.compile(r"0(?<!00)(?:[ \t\-./_()]{0,3}0){8,}")
+# Where an IBAN's check digits can sit (what `_iban_at` accepts, as a regex, so prose with digits after letters costs
+# no Python call): two digits after a two-letter country code, directly or after one of " -.", the code not preceded
+# by an ASCII letter or digit. `_iban_at` checks all of it again (and the non-ASCII case).
+_IBAN_CHECK = re.compile(r"00(?:(?<=(?<![a-z0])[a-z]{2}00)|(?<=(?<![a-z0])[a-z]{2}[ \-.]00))")
 _SEPARATORS = " \t-./_()"
 _DROP_SEPARATORS = str.maketrans("", "", _SEPARATORS)
 _GROUP_SPLIT = re.compile(r"[ \t\-./_()]+")
@@ -126,6 +138,9 @@ def _guess(n: int, wanted: set[PiiEntity] | frozenset[PiiEntity]) -> PiiEntity:
     return next(e for e in _NUMERIC_GUESS if e in wanted)
 
 
+_IBAN_BODY = re.compile(r"[A-Za-z0-9 \-./_]*")
+
+
 def _iban_at(text: str, run_start: int, strict: bool) -> tuple[int, int, str] | None:
     """An IBAN whose check digits start the digit run at `run_start`, in any grouping ("LV 67 VOU EHK ...",
     "de89.3704.0044..."): (start, end, rule) or None. The country code may stand apart from the check digits; groups
@@ -138,6 +153,11 @@ def _iban_at(text: str, run_start: int, strict: bool) -> tuple[int, int, str] | 
     cc = text[j - 2 : j].upper()
     length = IBAN_LENGTHS.get(cc)
     if length is None or not cc.isascii():
+        return None
+    # The loop below reads ASCII letters and digits and the separators " -./_" from `run_start` and stops at
+    # anything else: with fewer letters and digits than the country's length there, it cannot succeed ("by 47% ...").
+    body = _IBAN_BODY.match(text, run_start)
+    if body is None or len(body.group().translate(_DROP_SEPARATORS)) < length - 2:
         return None
     chars = [cc]
     count, k, group, group_digits, lowercase = 2, run_start, 0, 0, 0

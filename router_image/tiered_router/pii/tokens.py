@@ -29,6 +29,7 @@ from ..config import PiiEntity
 from .base import Finding
 
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_ALNUM16 = re.compile(r"[A-Za-z0-9]{16}")  # what strict mode's rule needs at least once
 _CLASS = str.maketrans(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
     "a" * 26 + "A" * 26 + "0" * 10,
@@ -52,7 +53,7 @@ class _Rules:
     by_prefix: dict[str, list[re.Pattern[str]]]  # lowercase prefix -> compiled vendor patterns
     prefixes: tuple[str, ...]  # lowercase, longest first
     evidence: frozenset[str]  # lowercase prefixes that count as evidence on their own
-    heads: frozenset[str]  # the first two characters of every prefix (a set lookup before the startswith)
+    by_head: dict[str, tuple[str, ...]]  # the first two characters of a prefix -> the prefixes that start so
 
 
 @lru_cache(maxsize=1)
@@ -67,7 +68,10 @@ def rules() -> _Rules:
         by_prefix.setdefault(prefix.lower(), [])
     prefixes = tuple(sorted(by_prefix, key=len, reverse=True))
     evidence = frozenset(p for p in prefixes if len(p) >= 3 and p not in _WEAK_PREFIXES)
-    return _Rules(by_prefix, prefixes, evidence, frozenset(p[:2] for p in prefixes))
+    by_head: dict[str, list[str]] = {}
+    for p in prefixes:
+        by_head.setdefault(p[:2], []).append(p)
+    return _Rules(by_prefix, prefixes, evidence, {h: tuple(ps) for h, ps in by_head.items()})
 
 
 def _kinds(core: str) -> tuple[bool, bool, bool]:
@@ -111,6 +115,10 @@ STRONG_SECRET_WORDS = re.compile(
 )
 
 
+# Every SECRET_WORDS alternative contains one of these.
+_SECRET_PART = re.compile("pass|pwd|secret|key|credential|bearer|token|auth")
+
+
 def near_secret_word(lower: str, start: int, end: int) -> bool:
     return SECRET_WORDS.search(lower, max(0, start - 40), min(len(lower), end + 8)) is not None
 
@@ -137,19 +145,66 @@ def candidates(text: str, lower: str | None = None) -> list[Token]:
     ':' or '=' ("password = correcthorsebattery")."""
     if lower is None:
         lower = text.lower()
+    if not text.isascii():
+        return _candidates_any(text, lower)
+    # ASCII (most prompts): one bytes translate and one regex pass that skips plain words in C. The regex keeps the
+    # runs with a capital, digit or symbol after their first character and those after ':' or '=' (both exactly as
+    # `_candidates_any` decides), and, as a superset, runs whose second character onwards spells the tail of a
+    # vendor prefix; those are checked here against the prefixes themselves.
+    shape = b" " + text.encode("ascii").translate(_HYBRID)
+    by_head = rules().by_head.get
     out = []
-    r = rules()
-    heads, prefixes = r.heads, r.prefixes
-    kinds = text.translate(_KIND)
-    for m in _CANDIDATE.finditer(text.translate(_SHAPE)):
-        s, e = m.span()
-        if kinds.find("X", s + 1, e) == -1:  # "kubernetes.", "Quarterly", "key_name", "std::vector"
-            if lower[s : s + 2] in heads and lower.startswith(prefixes, s):
-                pass
-            elif s == 0 or (lower[s - 1] not in ":=" and (s == 1 or lower[s - 2] not in ":=")):
+    for m in _keep_runs().finditer(shape):
+        s, e = m.span()  # the match starts at the blank before the run: shape offset s + 1 is text offset s
+        e -= 1
+        if m.lastindex is not None:  # only the vendor-prefix alternative matched
+            heads = by_head(lower[s : s + 2])
+            if heads is None or not lower.startswith(heads, s):
                 continue
         out.append(Token(s, e, text[s:e]))
     return out
+
+
+def _candidates_any(text: str, lower: str) -> list[Token]:
+    """`candidates` for any text: a loop over every run of 8+ token characters."""
+    out = []
+    by_head = rules().by_head.get
+    kinds = text.translate(_KIND)
+    # The character before a run is never ':' or '=' (both are token characters, so they would be part of the run):
+    # only the one before that is tested.
+    for s, e in [m.span() for m in _CANDIDATE.finditer(text.translate(_SHAPE))]:
+        if kinds.find("X", s + 1, e) == -1:  # "kubernetes.", "Quarterly", "key_name", "std::vector"
+            heads = by_head(lower[s : s + 2])
+            if (heads is None or not lower.startswith(heads, s)) and (s < 2 or lower[s - 2] not in ":="):
+                continue
+        out.append(Token(s, e, text[s:e]))
+    return out
+
+
+def _trie(words: list[str]) -> str:
+    """A regex matching exactly the (non-empty, distinct) `words`, branching one character at a time (an alternation
+    of ~100 literals would be tried branch by branch at every run)."""
+    ends = "" in words
+    groups: dict[str, list[str]] = {}
+    for w in words:
+        if w:
+            groups.setdefault(w[0], []).append(w[1:])
+    branches = [re.escape(c) + _trie(rest) for c, rest in sorted(groups.items())]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{body})?" if ends else body
+
+
+@lru_cache(maxsize=1)
+def _keep_runs() -> re.Pattern[bytes]:
+    """Over `_HYBRID`'s shape of the text with a blank before it: the runs of 8+ token characters `candidates`
+    keeps, each from the blank before it. Group 1 is set only when the vendor-prefix alternative matched."""
+    # plain characters stand for themselves, so a prefix's tail (after its first character, whose case varies) is
+    # matched literally; a tail holding anything else has a capital, digit or symbol, which the first branch keeps
+    tails = sorted({p[1:] for p in rules().prefixes if len(p) >= 2 and all(c in _PLAIN_CHARS for c in p[1:])})
+    pattern = rf" (?=[^ ]{{8}})(?:[^ ][^ X=]*+[X=]|(?<=[:=] )|[^ ]({_trie(tails)}))[^ ]*+"
+    return re.compile(pattern.encode("ascii"))
 
 
 # lowercase letters and the punctuation of words and identifiers ("._:-") -> 'a'; capitals, digits and other
@@ -158,6 +213,11 @@ _PLAIN_CHARS = "abcdefghijklmnopqrstuvwxyz._:-"
 _KIND = str.maketrans(
     _PLAIN_CHARS + "".join(c for c in _TOKEN_CHARS if c not in _PLAIN_CHARS),
     "a" * len(_PLAIN_CHARS) + "X" * (len(_TOKEN_CHARS) - len(_PLAIN_CHARS)),
+)
+# Bytes: plain characters stand for themselves, '=' too, every other token character is 'X', the rest a blank.
+_HYBRID = bytes(
+    c if chr(c) in _PLAIN_CHARS or chr(c) == "=" else ord("X") if chr(c) in _TOKEN_CHARS else ord(" ")
+    for c in range(256)
 )
 
 
@@ -204,6 +264,8 @@ def _named_secret(text: str, lower: str, cand: Token, value: str) -> bool:
     lo = max(0, cand.start - 40)
     if len(value) < 8 or _url_or_path(value):
         return False
+    if _SECRET_PART.search(lower, lo, cand.start) is None:
+        return False  # no secret word can be there (a literal search costs a fraction of SECRET_WORDS' ~2 µs)
     words = list(SECRET_WORDS.finditer(lower, lo, cand.start))
     word = words[-1] if words else None  # the last secret word before the value
     if word is None or _FILLER.fullmatch(lower, word.end(), cand.start) is None:
@@ -232,15 +294,16 @@ def _token_rule(text: str, lower: str, value: str, start: int, end: int, r: _Rul
     if value == "-----BEGIN":
         return "vendor-block" if "private key" in lower[start : start + 120] else None
     low = value.lower()
-    if low.startswith(r.prefixes):
-        prefix = next(p for p in r.prefixes if low.startswith(p))
+    heads = r.by_head.get(low[:2])
+    if heads is not None and low.startswith(heads):
+        prefix = next(p for p in heads if low.startswith(p))  # the longest: `heads` keeps the longest-first order
         if any(p.match(text, start) for p in r.by_prefix[prefix]):
             return "vendor"
         core = "".join(_ALNUM_RUN.findall(value[len(prefix) :]))
         kinds = sum(_kinds(core))
         if prefix in r.evidence and (len(core) >= 12 or (len(core) >= 10 and (kinds >= 2 or len(prefix) >= 4))):
             return "prefix"
-    if strict and len(value) <= MAX_SECRET_CHARS:
+    if strict and len(value) <= MAX_SECRET_CHARS and _ALNUM16.search(value) is not None:
         for run in _ALNUM_RUN.findall(value):  # each dot- or dash-separated part (a JWT has three)
             if len(run) < 16:
                 continue
@@ -258,8 +321,10 @@ _SPECIALS = re.compile(r"[!#$%&*?@^]")
 def _password_shaped(value: str) -> bool:
     """The shape of a typed password ("DQ&?xgTxoZh72P6", "P&ga~nxbunh"): 10+ characters with capitals and small
     letters, a special among "!#$%&*?@^", and a digit or a second special; not a URL, path or e-mail address."""
+    if len(value) < 10:
+        return False
     specials = len(_SPECIALS.findall(value))
-    if len(value) < 10 or not specials or _url_or_path(value) or "=" in value:
+    if not specials or _url_or_path(value) or "=" in value:
         return False
     if "@" in value and "." in value.split("@")[-1]:
         return False  # an e-mail address is the e-mail detector's business
