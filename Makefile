@@ -112,4 +112,5 @@ test-integration: controlplane
 clean: venv
 	$(PY) -m tiered_dev.demo down
 	$(PY) -m tiered_dev.demo --state-dir .dev-e2e-realnode down
-	rm -rf .dev .dev-e2e-realnode .dev-e2e-realnode-figures.json
+	$(PY) -m tiered_dev.demo --state-dir .dev-it-realnode down
+	rm -rf .dev .dev-e2e-realnode .dev-it-realnode .dev-e2e-realnode-figures.json

@@ -3,7 +3,7 @@
 peering_crds     kopf's peering CRDs from manifests/operator, installed once per session
 kube             admin-side kubectl helpers bound to the test's namespace
 operators        a factory starting `python -m tiered_operator` processes with the operator's own identity
-real_node        the real node's name, where the cluster has one (else the test is skipped)
+real_node        the real node's name (realnode/conftest.py gives those tests a cluster with one)
 """
 
 from __future__ import annotations
@@ -13,22 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_harness import REPO, Kube, OperatorFactory
+from operator_harness import Kube, OperatorFactory, install_crds
 
 
 @pytest.fixture(scope="session")
 def peering_crds(cluster: Any) -> Any:
     """Our CRDs (the kustomization in crds/) and kopf's peering CRDs, Established."""
-    crds = REPO / "crds"
-    peering = REPO / "manifests" / "operator" / "peering-crds.yaml"
-    apply = ("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-tests")
-    cluster.kubectl(*apply, "-k", str(crds))
-    cluster.kubectl(*apply, "-f", str(peering))
-    names = [p for p in sorted(crds.glob("*.yaml")) if p.name != "kustomization.yaml"]
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(peering), *(f"-f={p}" for p in names)
-    )
-    return cluster
+    return install_crds(cluster)
 
 
 @pytest.fixture
@@ -38,12 +29,11 @@ def kube(peering_crds: Any, namespace: str) -> Kube:
 
 @pytest.fixture
 def real_node(kube: Kube) -> str:
-    """The name of the cluster's real node (`tiered dev up --node real`); tests that need one are skipped, and say
-    so, on a control plane with KWOK only."""
+    """The name of the cluster's real node (`tiered dev up --node real`; realnode/conftest.py starts one)."""
     nodes = kube.run("get", "nodes", "-l", "tiered.dev/node=real", "-o", "name").stdout.split()
     if not nodes:
-        pytest.skip("needs a real node: TIERED_DEV_DIR=<dir> tiered dev up --node real, then run with that "
-                    "TIERED_DEV_DIR")
+        pytest.fail("the cluster has no real node: tests that need one live in realnode/, whose conftest starts "
+                    "one", pytrace=False)
     return nodes[0].removeprefix("node/")
 
 

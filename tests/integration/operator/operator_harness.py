@@ -192,3 +192,17 @@ class OperatorFactory:
             wait_for(lambda: op.healthy() or process.poll() is not None, 60, "operator health endpoint")
             assert process.poll() is None, f"operator exited:\n{op.log()[-3000:]}"
         return op
+
+
+def install_crds(cluster: Any) -> Any:
+    """Our CRDs (the kustomization in crds/) and kopf's peering CRDs, applied and Established."""
+    crds = REPO / "crds"
+    peering = REPO / "manifests" / "operator" / "peering-crds.yaml"
+    apply = ("apply", "--server-side", "--force-conflicts", "--field-manager=tiered-tests")
+    cluster.kubectl(*apply, "-k", str(crds))
+    cluster.kubectl(*apply, "-f", str(peering))
+    names = [p for p in sorted(crds.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(peering), *(f"-f={p}" for p in names)
+    )
+    return cluster

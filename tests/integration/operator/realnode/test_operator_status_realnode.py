@@ -2,10 +2,9 @@
 Ready condition, in the kubelet's own words: an image that cannot be pulled, a model server that keeps exiting
 (crash loop, with its exit code and termination message), a readiness probe that keeps failing.
 
-These causes need a real kubelet (KWOK fakes a pod's containers as running). Run with a control plane that has a
-real node, e.g. `TIERED_DEV_DIR=.dev-real tiered dev up --node real` then
-`TIERED_DEV_DIR=.dev-real pytest tests/integration/operator/test_operator_status_realnode.py`; without one the
-tests are skipped (and say so). The unschedulable causes are in test_operator_status_reasons.py (KWOK)."""
+These causes need a real kubelet (KWOK fakes a pod's containers as running): this directory's conftest gives the
+module a control plane with a real node. The unschedulable causes are in ../test_operator_status_reasons.py
+(KWOK)."""
 
 from __future__ import annotations
 

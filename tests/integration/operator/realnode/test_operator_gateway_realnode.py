@@ -3,7 +3,7 @@ real`): the gateway's router pods and the tier's model server run from the proje
 namespace sends an OpenAI request to the gateway's Service, the gateway sends it to the tier's Service, a real
 model answers through the NetworkPolicies the operator wrote, and the gateway counts it in its metrics.
 
-Skipped (and says so) on a control plane with KWOK only; see test_operator_status_realnode.py for how to run it."""
+This directory's conftest gives the module a control plane with a real node."""
 
 from __future__ import annotations
 
