@@ -67,6 +67,10 @@ SLM Dockerfile's default CMAKE_ARGS, so the host's wheel is the one that Dockerf
 
 OPERATOR_MANIFEST = "manifests/operator/deployment.yaml"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+BUILD_CA_BUNDLE = "/etc/tiered-build-ca.crt"
+"""Where RUN steps see the host's CA bundle: a path no package owns. Not HOST_CA_BUNDLE itself: ca-certificates'
+postinst rewrites that file, and over a read-only bind mount it fails ("Device or resource busy"), which broke the
+base's `apt-get upgrade` as soon as Debian published a ca-certificates update."""
 IMAGE_NAMES = ("operator", "router", "slm", "pause")
 
 Progress = Callable[[str], None]
@@ -266,6 +270,30 @@ def base_ref(key: str) -> str:
     return f"localhost/tiered/base:{key.removeprefix('base-')}"
 
 
+
+def bud_args(context: Path, dockerfile: Path, ref: str, build_args: dict[str, str],
+             volumes: Sequence[str] = ()) -> list[str]:
+    """`buildah bud` arguments: the Dockerfile as it is in the repository (`-f`), its context, the build arguments
+    (PYTHON_IMAGE) and read-only volumes for RUN steps; nothing that rewrites the file."""
+    args = ["bud", "--isolation", "chroot", "--network", "host", "--pull=never", "--layers=false",
+            "-f", str(dockerfile), "-t", ref]
+    for name, value in sorted(build_args.items()):
+        args += ["--build-arg", f"{name}={value}"]
+    for volume in volumes:
+        args += ["--volume", volume]
+    return [*args, str(context)]
+
+
+def trust_volumes(host_bundle: Path, tmp: Path) -> list[str]:
+    """Read-only `--volume`s for RUN steps (buildah never commits them to a layer): the host's CA bundle and a pip
+    config that trusts it. Machines whose egress goes through a TLS-inspecting proxy trust its CA there, and pip in
+    the build must too. None when the host has no bundle."""
+    if not host_bundle.is_file():
+        return []
+    pip_conf = tmp / "pip.conf"
+    pip_conf.write_text(f"[global]\ncert = {BUILD_CA_BUNDLE}\n")
+    return [f"{host_bundle}:{BUILD_CA_BUNDLE}:ro", f"{pip_conf}:/etc/pip.conf:ro"]
+
 # ---------------------------------------------------------------------------------------------------------------
 # I/O: buildah, debootstrap, the cache.
 
@@ -331,24 +359,11 @@ class Buildah:
         return proc.returncode == 0
 
     def trust_volumes(self) -> list[str]:
-        """The host's CA bundle, and a pip config that uses it, for RUN steps only (never in a layer): machines whose
-        egress goes through a TLS-inspecting proxy trust its CA there, and pip in the build must too."""
-        bundle = Path(HOST_CA_BUNDLE)
-        if not bundle.is_file():
-            return []
-        pip_conf = self.tmp / "pip.conf"
-        pip_conf.write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
-        return [f"{bundle}:{HOST_CA_BUNDLE}:ro", f"{pip_conf}:/etc/pip.conf:ro"]
+        return trust_volumes(Path(HOST_CA_BUNDLE), self.tmp)
 
     def bud(self, context: Path, dockerfile: Path, ref: str, build_args: dict[str, str],
             volumes: Sequence[str] = ()) -> None:
-        args = ["bud", "--isolation", "chroot", "--network", "host", "--pull=never", "--layers=false",
-                "-f", str(dockerfile), "-t", ref]
-        for name, value in sorted(build_args.items()):
-            args += ["--build-arg", f"{name}={value}"]
-        for volume in [*self.trust_volumes(), *volumes]:
-            args += ["--volume", volume]
-        self.run(*args, str(context))
+        self.run(*bud_args(context, dockerfile, ref, build_args, [*self.trust_volumes(), *volumes]))
 
     def save(self, ref: str, archive: Path) -> None:
         """Write `ref` to an OCI archive (atomically) whose index annotates the full reference."""

@@ -173,3 +173,16 @@ def test_pruning_keeps_the_most_recently_used_archives_of_each_image(tmp_path: P
     left = sorted(p.name for p in tmp_path.glob("*.oci.tar"))
     assert left == ["router-z.oci.tar", "slm-a.oci.tar", "slm-d.oci.tar", "slm-e.oci.tar"]
     assert sorted(p.name for p in tmp_path.glob("slm-*.json")) == ["slm-a.oci.json", "slm-d.oci.json", "slm-e.oci.json"]
+
+
+def test_the_host_ca_bundle_is_offered_where_no_package_writes(tmp_path: Path) -> None:
+    """Over the base's own bundle, the read-only mount made ca-certificates' postinst fail in `apt-get upgrade`."""
+    bundle = tmp_path / "host.crt"
+    assert images.trust_volumes(bundle, tmp_path) == []
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    volumes = [v.split(":") for v in images.trust_volumes(bundle, tmp_path)]
+    assert [(source, mode) for source, _, mode in volumes] == [(str(bundle), "ro"), (str(tmp_path / "pip.conf"), "ro")]
+    targets = [target for _, target, _ in volumes]
+    assert targets == [images.BUILD_CA_BUNDLE, "/etc/pip.conf"]
+    assert not targets[0].startswith(("/etc/ssl/", "/usr/"))
+    assert f"cert = {images.BUILD_CA_BUNDLE}" in (tmp_path / "pip.conf").read_text()
