@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +58,10 @@ def built() -> dict[str, images.BuiltImage]:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
-    # runc bundles hold whole root filesystems: keep them out of /tmp's tmpfs where there is one.
+    """The test's directory; the unpacked root filesystems (hundreds of MB each) go when it ends, logs stay."""
     yield tmp_path
+    for bundle in tmp_path.glob("**/bundle"):
+        shutil.rmtree(bundle, ignore_errors=True)
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -72,6 +77,70 @@ def test_a_second_call_reuses_every_image_and_the_build_leaves_nothing_on_the_ho
         assert image.manifest_digest == images.archive_manifest_digest(image.archive)
     assert {name: image.ref for name, image in again.items()} == images.image_refs()
     assert images.host_leftovers() == []
+
+
+
+CONTAINERD_CONFIG = """version = 2
+root = "{dir}/root"
+state = "{dir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{dir}/c.sock"
+[ttrpc]
+  address = "{dir}/c.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{dir}/opt"
+"""
+
+
+@pytest.fixture
+def containerd() -> Iterator[str]:
+    """A containerd of the test's own (its root, state and sockets in one directory; no CRI, so no network or pod
+    state), for the image store only. Not the real node's: that one needs the host-wide node lock."""
+    directory = Path(tempfile.mkdtemp(prefix="tiered-ctd-", dir="/var/tmp"))  # short: a socket path is <108 bytes
+    (directory / "config.toml").write_text(CONTAINERD_CONFIG.format(dir=directory))
+    with open(directory / "containerd.log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(directory / "config.toml")], stdout=log,
+                                stderr=subprocess.STDOUT)
+    socket = str(directory / "c.sock")
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["ctr", "--address", socket, "version"], capture_output=True).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, (directory / "containerd.log").read_text()
+            time.sleep(0.2)
+        yield socket
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        assert not [m for m in mounts if m.startswith(str(directory))], "containerd left mounts behind"
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_containerd_holds_each_image_under_the_reference_the_operator_writes(
+    built: dict[str, images.BuiltImage], containerd: str
+) -> None:
+    # The references as the operator generates them: a local tier's Deployment (model + router sidecar), the
+    # operator's own Deployment in manifests/, and the real node's sandbox image.
+    settings = OperatorSettings()
+    tier = _tier("pvc://models/m.gguf", "0" * 64)
+    router = tier_router_config(tier, [], [], {TIER: tier}, NamespacePolicy(), settings)
+    generated = _containers(build_deployment(tier, router.sidecar, settings))
+    (operator,) = _operator_deployment()["spec"]["template"]["spec"]["containers"]
+    wanted = {"slm": generated["model"]["image"], "router": generated["router"]["image"],
+              "operator": operator["image"], "pause": images.PAUSE_IMAGE}
+
+    imported = images.import_images(built.values(), containerd, "k8s.io")
+    assert sorted(imported) == sorted(wanted.values())
+    held = images.containerd_images(containerd, "k8s.io")
+    assert set(held) == set(wanted.values()), "containerd holds other names than the operator writes"
+    for name, ref in wanted.items():
+        assert held[ref] == built[name].manifest_digest, f"{ref} is not the archive of {name}"
+    # Importing again changes nothing: every reference is already there at its digest.
+    assert images.import_images(built.values(), containerd, "k8s.io") == []
 
 
 def _tier(source: str, sha256: str) -> InferenceTier:

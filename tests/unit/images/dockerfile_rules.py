@@ -106,6 +106,50 @@ def parse(text: str) -> list[Stage]:
     return stages
 
 
+STANDARD_INSTRUCTIONS = frozenset({
+    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG",
+    "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+})
+"""The instructions of the Dockerfile reference, which Docker's classic builder, BuildKit and buildah all read."""
+
+PORTABLE_FLAGS = {
+    "FROM": {"platform"},
+    "COPY": {"from", "chown"},
+    "ADD": {"chown"},
+    "HEALTHCHECK": {"interval", "timeout", "start-period", "retries"},
+}
+"""Instruction flags every builder understands. BuildKit-only ones (RUN --mount/--network/--security, COPY --link,
+--chmod, --parents, --exclude) would make the file build with one tool and not another."""
+
+
+def portability_problems(text: str) -> list[str]:
+    """Whatever would tie the file to one builder: a non-standard instruction, a BuildKit-only flag, a heredoc,
+    or a `# syntax=` parser directive (BuildKit then pulls that frontend image from a registry first)."""
+    problems = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        if re.match(r"#\s*syntax\s*=", stripped, re.IGNORECASE):
+            problems.append(f"parser directive {stripped!r} makes BuildKit fetch a frontend image")
+    for line_no, line in _logical_lines(text):
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword not in STANDARD_INSTRUCTIONS:
+            problems.append(f"line {line_no}: {keyword} is not a Dockerfile instruction")
+            continue
+        rest = rest.strip()
+        while rest.startswith("--"):
+            flag, _, rest = rest.partition(" ")
+            rest = rest.strip()
+            name = flag[2:].partition("=")[0]
+            if name not in PORTABLE_FLAGS.get(keyword, set()):
+                problems.append(f"line {line_no}: {keyword} {flag.partition('=')[0]} is BuildKit-only")
+        if keyword in ("RUN", "COPY", "ADD") and re.search(r"<<-?[\"']?\w+", rest):
+            problems.append(f"line {line_no}: a heredoc in {keyword} is BuildKit-only")
+    return problems
+
+
 # --- rules --------------------------------------------------------------------------------------------------------
 
 
@@ -278,6 +322,7 @@ def all_problems(dockerfile: Path, project: Project) -> list[str]:
     """Every rule applied to one Dockerfile, with COPY sources resolved in its documented build context."""
     stages = parse(dockerfile.read_text())
     return [
+        *portability_problems(dockerfile.read_text()),
         *context_problems(dockerfile, project.root),
         *unpinned_bases(stages),
         *missing_copy_sources(stages, build_context(dockerfile, project.root)),

@@ -15,8 +15,11 @@ from dockerfile_rules import (
     final_user_problems,
     missing_copy_sources,
     parse,
+    portability_problems,
     unpinned_bases,
 )
+
+from tiered_dev import images
 
 REPO = Path(__file__).resolve().parents[3]
 EXPECTED_DOCKERFILES = ("operator/Dockerfile", "router_image/Dockerfile", "slm_image/Dockerfile")
@@ -152,3 +155,54 @@ def test_the_operator_image_copies_no_development_code() -> None:
         assert path != REPO, f"COPY {source} would put the whole checkout (tiered_dev included) in the image"
         assert not path.is_relative_to(REPO / "tiered_dev"), f"COPY {source} puts development code in the image"
     assert not list((REPO / "operator").rglob("demo")) and not list((REPO / "operator").rglob("devcluster"))
+
+
+PINNED = "FROM python:3.11.11-slim-bookworm\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (PINNED + "RUN --mount=type=cache,target=/root/.cache pip install x\n", "RUN --mount is BuildKit-only"),
+        (PINNED + "COPY --chmod=755 a /a\n", "COPY --chmod is BuildKit-only"),
+        (PINNED + "COPY --link a /a\n", "COPY --link is BuildKit-only"),
+        (PINNED + "RUN <<EOF\necho hi\nEOF\n", "heredoc in RUN"),
+        ("# syntax=docker/dockerfile:1\n" + PINNED, "parser directive"),
+        (PINNED + "ONBUILDX true\n", "ONBUILDX is not a Dockerfile instruction"),
+    ],
+)
+def test_syntax_one_builder_lacks_is_reported(text: str, fragment: str) -> None:
+    assert any(fragment in problem for problem in portability_problems(text)), portability_problems(text)
+
+
+def test_the_standard_syntax_passes() -> None:
+    text = ("# A comment that mentions syntax=nothing\nARG BASE=python:3.11.11-slim-bookworm\n"
+            "FROM --platform=linux/amd64 ${BASE} AS build\nRUN echo a \\\n && echo b\n"
+            "FROM ${BASE}\nCOPY --from=build --chown=1:1 /a /a\nADD --chown=1:1 b /b\n"
+            "HEALTHCHECK --interval=5s --timeout=1s CMD true\nUSER 1:1\nENTRYPOINT [\"/a\"]\n")
+    assert portability_problems(text) == []
+
+
+@pytest.mark.parametrize("containerfile", [images.BASE_CONTAINERFILE, f"{images.PAUSE_DIR}/Containerfile"])
+def test_the_engine_free_builds_own_files_use_only_standard_syntax(containerfile: str) -> None:
+    assert portability_problems((REPO / containerfile).read_text()) == []
+
+
+@pytest.mark.parametrize("name", ["operator", "router", "slm"])
+def test_buildah_builds_the_very_files_docker_users_build(name: str) -> None:
+    """`make images` hands buildah the repository's Dockerfile and the context its documented `docker build`
+    command uses; the one difference is the PYTHON_IMAGE build argument, which each file declares for that."""
+    recipe = images.recipes(REPO)[name]
+    dockerfile = REPO / recipe.dockerfile
+    assert recipe.dockerfile in EXPECTED_DOCKERFILES
+    context = (REPO / recipe.context).resolve()
+    assert context == build_context(dockerfile, REPO)
+    build_args = images.build_args_for(recipe, "base-0123456789abcdef")
+    argv = images.bud_args(context, dockerfile, recipe.ref, build_args, ["/host/wheels:/wheels:ro"])
+    assert argv[0] == "bud" and argv[-1] == str(context)
+    assert argv[argv.index("-f") + 1] == str(dockerfile)
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--build-arg"] == [
+        f"PYTHON_IMAGE={images.base_ref('base-0123456789abcdef')}"]
+    assert "ARG PYTHON_IMAGE=" in dockerfile.read_text().split("FROM", 1)[0]
+    documented = (REPO / "docs" / "images.md").read_text()
+    assert f"docker build -f {recipe.dockerfile}" in " ".join(documented.split()), "docs/images.md must show it"
