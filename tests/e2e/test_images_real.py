@@ -45,7 +45,7 @@ from tiered_slm.testmodel import write_test_model
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 3600
-"""The first test builds every image when the cache is cold (about 15 minutes on 2 busy cores)."""
+"""The first test builds every image when the cache is cold (6 to 11 minutes measured on 2 shared cores)."""
 TIER = "edge"
 NAMESPACE = "team-a"
 
