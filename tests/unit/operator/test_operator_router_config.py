@@ -250,9 +250,13 @@ def test_each_tier_carries_what_it_can_serve(bodies: Any, settings: OperatorSett
     capped = bodies.with_meta(bodies.sample("inferencetier-cloud.yaml"))
     capped["metadata"]["name"] = "capped"
     capped["spec"]["cloud"]["capabilities"] = {"contextLength": 16000, "tools": False}
-    tiers.update(vllm=InferenceTier.from_k8s(vllm_body), capped=InferenceTier.from_k8s(capped))
+    bare = bodies.with_meta(bodies.sample("inferencetier-cloud.yaml"))
+    bare["metadata"]["name"] = "bare"
+    del bare["spec"]["cloud"]["capabilities"]
+    tiers.update(vllm=InferenceTier.from_k8s(vllm_body), capped=InferenceTier.from_k8s(capped),
+                 bare=InferenceTier.from_k8s(bare))
     policy = bodies.with_meta(bodies.sample("routingpolicy-hybrid.yaml"))
-    policy["spec"]["tiers"] += ["vllm", "capped"]
+    policy["spec"]["tiers"] += ["vllm", "capped", "bare"]
     compiled = compile_policy(RoutingPolicy.from_k8s(policy), tiers, NamespacePolicy(), settings)
     assert compiled.text is not None, compiled.error
     caps = {t.name: t.capabilities for t in load_config(compiled.text).tiers}
@@ -261,8 +265,9 @@ def test_each_tier_carries_what_it_can_serve(bodies: Any, settings: OperatorSett
         False, False, local_ctx)
     assert (caps["vllm"].tools, caps["vllm"].logprobs, caps["vllm"].context_length) == (False, True, 8192)
     assert (caps["gpt-cloud"].tools, caps["gpt-cloud"].logprobs, caps["gpt-cloud"].context_length) == (
-        True, True, None)
+        True, True, 128000)  # the sample's capabilities block
     assert (caps["capped"].tools, caps["capped"].logprobs, caps["capped"].context_length) == (False, True, 16000)
+    assert (caps["bare"].tools, caps["bare"].logprobs, caps["bare"].context_length) == (True, True, None)
 
 
 def test_spillover_is_on_by_default_and_follows_the_policy(bodies: Any, settings: OperatorSettings) -> None:
