@@ -141,6 +141,28 @@ class Dispatcher:
         input_estimate: int,
         raw: bytes | None = None,
     ) -> StreamResponse:
+        """Try each tier of the decision's chain; relay the first answer; OpenAI error when all fail (`_serve`).
+        A request that waits for a busy local tier is counted on it until this returns."""
+        waits: list[TierLoad] = []
+        try:
+            return await self._serve(request, state, decision, body, path, stream, started, input_estimate, raw, waits)
+        finally:
+            for load in waits:  # no longer waiting, whatever the outcome (cancellation included)
+                load.waiting -= 1
+
+    async def _serve(
+        self,
+        request: Request,
+        state: RouterState,
+        decision: Decision,
+        body: dict[str, Any],
+        path: str,
+        stream: bool,
+        started: float,
+        input_estimate: int,
+        raw: bytes | None,
+        waits: list[TierLoad],
+    ) -> StreamResponse:
         """Try each tier of the decision's chain; relay the first answer; OpenAI error when all fail.
 
         `raw` is the client's body exactly as received when `body` is unchanged (no redaction), so a tier whose
@@ -176,7 +198,7 @@ class Dispatcher:
                 failure = AttemptFailure(FallbackTrigger.CONNECT, "circuit_open", "circuit open")
                 series.circuit.set(breaker.state)
                 if load_aware and await self._local_wait(decision, tier_name, failure, wait_until):
-                    waited = True
+                    waited = self._waiting(state, tier_name, waits)
                     pending.insert(0, tier_name)
                     continue
                 failures.append((tier_name, failure))
@@ -220,7 +242,7 @@ class Dispatcher:
                         failures.append((tier_name, failure))
                         continue
                     if await self._local_wait(decision, tier_name, failure, wait_until):
-                        waited = True
+                        waited = self._waiting(state, tier_name, waits)
                         pending.insert(0, tier_name)
                         continue
                 failures.append((tier_name, failure))
@@ -265,6 +287,15 @@ class Dispatcher:
         if load is None:
             load = self.loads[key] = TierLoad()
         return load
+
+    def _waiting(self, state: RouterState, tier_name: str, waits: list[TierLoad]) -> bool:
+        """The request waits for `tier_name` (counted once, until `serve` returns): requests that may leave spill
+        from it meanwhile (spillover.spill_cause)."""
+        if not waits:
+            load = self.load(state, tier_name)
+            load.waiting += 1
+            waits.append(load)
+        return True
 
     def _spill(self, decision: Decision, local: str, cause: Cause, retries: int) -> list[str]:
         """The chain a spilled request walks instead: the first tier of `decision.spill`, then its fallbacks."""

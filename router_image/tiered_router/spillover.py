@@ -12,7 +12,9 @@ Dispatch (proxy.py) asks this module, before it sends a request to a local tier,
 
 If so, and the request may reach another tier, it goes to the first of them (reason `SpilloverLocal<Cause>`).
 Requests that may not leave wait: a 429 or a start-up answer is retried until `spillover.maxLocalWaitMs` has
-passed since the request arrived, then the tier's own answer (429 with Retry-After, or 503) is relayed.
+passed since the request arrived, then the tier's own answer (429 with Retry-After, or 503) is relayed. While one
+waits, the tier counts as busy for requests that may leave (they spill), so a freed slot goes to the waiting
+request rather than to whichever request that could have gone elsewhere arrived first.
 
 The prediction: one SLM replica serves one sequence at a time from a FIFO queue, so a request that finds n
 requests ahead of it waits for up to n service times. Each answer gives a service-time sample: the time since the
@@ -67,6 +69,9 @@ class TierLoad:
     sent_at: dict[int, float] = field(default_factory=dict)
     """Our requests in flight to the tier: ticket -> when it was sent (monotonic seconds)."""
     last_answer: float | None = None
+    waiting: int = 0
+    """Requests that may not leave, waiting for the tier (between a busy or starting answer and their own answer):
+    while any wait, requests that may leave go elsewhere instead of taking the slot the waiting ones retry for."""
     _tickets: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -126,6 +131,8 @@ def spill_cause(tier: TierConfig, load: TierLoad, now: float) -> Cause | None:
     estimate says (the machine slowed down, or others share the tier)."""
     if load.unavailable_cause is not None and now < load.unavailable_until:
         return load.unavailable_cause
+    if load.waiting:  # the hold has run out, but a request that may not leave is still waiting for the tier
+        return load.unavailable_cause or Cause.SATURATED
     if tier.slo is not None and load.in_flight:
         slo_s = tier.slo.latency_p95_ms / 1000
         predicted = load.predicted_s(tier.slo.metric)

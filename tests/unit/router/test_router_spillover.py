@@ -78,6 +78,19 @@ def test_an_answer_ends_a_starting_or_saturated_hold() -> None:
     assert spill_cause(tier(None), load, now=1.0) is None
 
 
+def test_while_a_request_that_may_not_leave_waits_the_tier_is_busy_for_the_others() -> None:
+    """Past the hold, a tier a held request still waits for is not offered to requests that may leave: the slot it
+    frees goes to the waiting request (without this, back-to-back requests that could have spilled take it)."""
+    load = TierLoad()
+    load.mark(Cause.SATURATED, 1.0, now=0.0)
+    load.waiting = 1
+    assert spill_cause(tier(None), load, now=5.0) is Cause.SATURATED
+    load.mark(Cause.STARTING, 1.0, now=10.0)
+    assert spill_cause(tier(None), load, now=20.0) is Cause.STARTING  # waiting for a model that still loads
+    load.waiting = 0
+    assert spill_cause(tier(None), load, now=20.0) is None
+
+
 @pytest.mark.parametrize(("cause", "retry_after", "held"), [
     (Cause.SATURATED, 30.0, 1.0), (Cause.SATURATED, None, 0.2), (Cause.SATURATED, 0.5, 0.5),
     (Cause.STARTING, 5.0, 5.0), (Cause.STARTING, 60.0, 5.0), (Cause.STARTING, None, 0.5),
