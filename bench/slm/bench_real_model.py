@@ -6,6 +6,8 @@
   extract text from the prompt): speedup, acceptance rate and whether greedy output is identical to plain
   decoding, with exact (sequential) and batched verification; and how far Q4_1's logits for a batch of tokens are
   from one-at-a-time evaluation (what decides whether batched verification can be exact);
+* what a batch costs (`batch_cost`): k tokens in one llama.cpp call against k one-token calls (what decides
+  whether batched verification can be faster);
 * end-to-end latency through the router (`tiered-router serve` in front of `tiered-slm serve`) at 1, 2 and 4
   concurrent clients: p50 / p95 and requests per second;
 * structured outputs on the labelled extraction set (bench/slm/extraction_set.py, 200 items): JSON validity and
@@ -119,6 +121,39 @@ def speculative_copying(model: Path, threads: int, ctx: int, reps: int, max_toke
     return result
 
 
+def batch_cost(model: Path, threads: int, ctx: int, reps: int = 15) -> dict[str, Any]:
+    """Why batched verification pays off or not: the time to evaluate k tokens in one llama.cpp call (what
+    verifying k proposals costs) against k one-token calls (plain decoding), after the same prompt, interleaved.
+    A proposal of k tokens with n accepted saves time only when the batch costs less than n + 1 single steps."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model), n_ctx=ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=0, logits_all=True, verbose=False)  # logits for every row, as speculation needs
+    prompt = llm.tokenize(COPYING_PROMPTS[0].encode(), add_bos=False, special=True)
+    result: dict[str, Any] = {"prompt_tokens": len(prompt), "reps": reps}
+    for k in (1, 2, 4, 8):
+        extra = prompt[:k]  # real text tokens continuing the prompt
+        batched: list[float] = []
+        single: list[float] = []
+        for _ in range(reps):
+            llm.reset()
+            llm.eval(prompt)
+            started = time.perf_counter()
+            llm.eval(extra)
+            batched.append(time.perf_counter() - started)
+            llm.reset()
+            llm.eval(prompt)
+            started = time.perf_counter()
+            for token in extra:
+                llm.eval([token])
+            single.append(time.perf_counter() - started)
+        result[f"k={k}"] = {"batch_ms_median": statistics.median(batched) * 1000,
+                            "single_steps_ms_median": statistics.median(single) * 1000,
+                            "batch_over_single": statistics.median(batched) / statistics.median(single)}
+    del llm
+    return result
+
+
 # --- through the router -----------------------------------------------------------------------------------------------
 
 
@@ -207,6 +242,8 @@ async def structured_quality(slm_url: str, items: list[ExtractionItem], max_toke
         for mode in ("grammar", "no_grammar"):
             valid = lenient_valid = right = fields = errors = 0
             seconds: list[float] = []
+            ms_per_token: list[float] = []
+            tokens: list[int] = []
             for item in sorted(items, key=lambda i: i.kind):  # consecutive prompts share their system prompt
                 body: dict[str, Any] = {"model": "slm", "messages": item.messages(), "temperature": 0,
                                         "max_tokens": max_tokens}
@@ -221,6 +258,10 @@ async def structured_quality(slm_url: str, items: list[ExtractionItem], max_toke
                     errors += 1
                     continue
                 text = answer["choices"][0]["message"]["content"] or ""
+                completion = answer["usage"]["completion_tokens"]
+                tokens.append(completion)
+                if completion:
+                    ms_per_token.append(seconds[-1] * 1000 / completion)
                 validator = jsonschema.Draft202012Validator(item.schema)
                 value = _extract(text)
                 if value is not None and validator.is_valid(value):
@@ -233,14 +274,21 @@ async def structured_quality(slm_url: str, items: list[ExtractionItem], max_toke
             results[mode] = {"items": len(items), "valid_json_matching_schema": valid,
                              "valid_after_extracting_a_brace_block": lenient_valid, "http_errors": errors,
                              "field_accuracy": right / fields, "fields": fields,
-                             "seconds_per_item_median": statistics.median(seconds)}
+                             "seconds_per_item_median": statistics.median(seconds),
+                             "completion_tokens_median": statistics.median(tokens) if tokens else None,
+                             "ms_per_completion_token_median": (statistics.median(ms_per_token)
+                                                                if ms_per_token else None)}
+    if results["grammar"]["ms_per_completion_token_median"] and results["no_grammar"]["ms_per_completion_token_median"]:
+        # What the grammar costs per generated token (the grammar answers are also shorter: no prose around them).
+        results["grammar_ms_per_token_ratio"] = (results["grammar"]["ms_per_completion_token_median"]
+                                                 / results["no_grammar"]["ms_per_completion_token_median"])
     return results
 
 
 # --- main -------------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("server_vs_direct", "speculative", "router_latency", "structured")
+SECTIONS = ("server_vs_direct", "speculative", "batch_cost", "router_latency", "structured")
 
 
 def main() -> int:
@@ -264,8 +312,10 @@ def main() -> int:
         model = models.fill_model_volume(root, f"pvc://models/{smol.filename}", smol.sha256).path
         results["model"] = {"file": smol.filename, "sha256": smol.sha256, "package": smol.requirement,
                             "quantization": smol.quantization, "bytes": model.stat().st_size}
-        results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
-                              "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
+        whole_run = set(sections) == set(SECTIONS)  # a partial run keeps the whole run's figures; see section_runs
+        if whole_run or "machine" not in results:
+            results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                  "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
         for section in sections:
             section_started = time.perf_counter()
             if section == "server_vs_direct":
@@ -275,6 +325,8 @@ def main() -> int:
             elif section == "speculative":
                 results[section] = speculative_copying(model, args.threads, args.ctx, args.reps, 96)
                 results[section]["batch_invariance_q4_1"] = batch_invariance({"Q4_1": model}, args.threads)["Q4_1"]
+            elif section == "batch_cost":
+                results[section] = batch_cost(model, args.threads, args.ctx)
             elif section in ("router_latency", "structured"):
                 slm, slm_url = start_server(model, args.threads, args.ctx)
                 try:
@@ -297,8 +349,9 @@ def main() -> int:
                 "seconds": round(time.perf_counter() - section_started, 1),
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average_at_end": os.getloadavg()}
             args.out.write_text(json.dumps(results, indent=2) + "\n")
-    results["bench_seconds"] = round(time.perf_counter() - started, 1)
-    results["machine"]["load_average_at_end"] = os.getloadavg()
+    if whole_run:
+        results["bench_seconds"] = round(time.perf_counter() - started, 1)
+        results["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v for k, v in results.items() if k in sections}, indent=2, default=str)[:6000])
     return 0

@@ -2,8 +2,8 @@
 
 Five record kinds (person, order, meeting, ticket, invoice), several phrasings each, values drawn from fixed
 lists with a seeded generator. Each schema's string fields carry a maxLength, so an answer under the grammar ends
-within a known number of tokens. Used by tests/integration/slm/test_slm_structured_real.py (validity over >= 100
-prompts) and bench/slm/bench_slm.py (validity and field-level accuracy, with and without the grammar).
+within a known number of tokens. Used by tests/integration/slm/test_slm_structured.py (validity over >= 100
+prompts) and bench/slm/bench_real_model.py (validity and field-level accuracy, with and without the grammar).
 
 Written separately from the server's schema handling (tiered_slm/structured.py) and sharing nothing with it.
 """
