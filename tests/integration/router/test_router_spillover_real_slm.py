@@ -173,7 +173,7 @@ def test_a_real_full_queue_sends_what_may_leave_to_the_cloud_and_holds_what_may_
     try:
         tiers = RealTiers(tmp_path, slm.url, spillover={"enabled": True, "maxLocalWaitMs": 60000})
         try:
-            tiers.cloud.delay_s = 0.3
+            tiers.cloud.delay_s = 0.02  # the others come back at once: a freed slot is raced for
             sent: list[Sent] = []
             lock = threading.Lock()
             deadline = time.monotonic() + 12
@@ -188,7 +188,7 @@ def test_a_real_full_queue_sends_what_may_leave_to_the_cloud_and_holds_what_may_
                     with lock:
                         sent.append(result)
 
-            threads = [threading.Thread(target=client_loop, args=(i, False)) for i in range(4)]
+            threads = [threading.Thread(target=client_loop, args=(i, False)) for i in range(6)]
             threads += [threading.Thread(target=client_loop, args=(i, True)) for i in range(2)]
             for thread in threads:
                 thread.start()
@@ -203,7 +203,8 @@ def test_a_real_full_queue_sends_what_may_leave_to_the_cloud_and_holds_what_may_
         slm.stop()
     spilled = [s for s in sent if s.reason == "SpilloverLocalSaturated"]
     pii = [s for s in sent if s.pii]
-    print(f"\n{len(sent)} requests: {len(spilled)} spilled as saturated, {len(pii)} with PII (all local, slowest "
+    print(f"\n{len(sent)} requests: {len(spilled)} spilled as saturated, "
+          f"{sum(s.tier == 'slm' for s in sent)} local of which {len(pii)} with PII (all local, slowest "
           f"{max(s.seconds for s in pii):.1f} s); the SLM answered "
           f"{metric_value(slm_metrics, 'tiered_slm_rejected_requests_total', reason='queue_full'):.0f} "
           "with 429 queue_full")
@@ -212,11 +213,13 @@ def test_a_real_full_queue_sends_what_may_leave_to_the_cloud_and_holds_what_may_
     assert spilled and all(s.tier == "cloud" and not s.pii for s in spilled)
     assert metric_value(metrics, "tiered_router_spillovers_total", cause="saturated") == len(spilled)
     assert pii and all(s.tier == "slm" for s in pii)
-    # The waiting requests get the slots the tier frees: requests that may leave do not take them while one waits
-    # (before that rule each PII client was served once in the 12 s, after ~10 s of waiting; 9 with it, here).
-    # Among requests that may not leave there is no order: a waiting one retries at most every second, and a
-    # fresh one can take the slot first (docs/router.md).
-    assert len(pii) >= 5
+    # The waiting requests get the slots the tier frees: requests that may leave do not take them while one waits.
+    # Before that rule the PII clients got 2 of the 10 local answers in the 12 s; with it, 9 of 10 (how many
+    # answers fit in 12 s depends on the machine's load, the share does not). Among requests that may not leave
+    # there is no order: a waiting one retries at most every second, and a fresh one can take the slot first
+    # (docs/router.md).
+    local = [s for s in sent if s.tier == "slm"]
+    assert sum(s.pii for s in local) >= 0.5 * len(local)
     assert metric_value(metrics, "tiered_router_local_waits_total", tier="slm", outcome="served") >= 1
     assert metric_value(metrics, "tiered_router_local_waits_total", tier="slm", outcome="timed_out") == 0
     assert not any("4111" in text for text in cloud_texts)
