@@ -124,7 +124,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "tiered_dev.demo", "--state-dir", str(state), "down"], cwd=REPO,
                        capture_output=True, text=True, timeout=600, check=False)
         figures["down_seconds"] = round(time.monotonic() - started, 1)
-        left = hoststate.diff(before, hoststate.take())
+        left = hoststate.diff(before, hoststate.take(), roots=[str(state)])
         figures["host_differences_after_down"] = [str(d) for d in left]
         shutil.rmtree(state.parent, ignore_errors=True)
     # make demo from nothing: control plane, node and demo in one fresh state directory.

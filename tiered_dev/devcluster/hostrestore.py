@@ -178,7 +178,7 @@ def restore_host(state_dir: Path, progress: Progress = print) -> list[hoststate.
     for path in KNOWN_HOST_PATHS:
         if path not in existed and os.path.lexists(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
-    left = hoststate.diff(before, hoststate.take(markers=[str(paths.root) + "/"]))
+    left = hoststate.diff(before, hoststate.take(markers=[str(paths.root) + "/"]), roots=[str(state_dir)])
     if not left:
         paths.snapshot.unlink()
     return left

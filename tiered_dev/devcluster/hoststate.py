@@ -162,13 +162,18 @@ def _mounts() -> list[str]:
     return sorted(points)
 
 
-NODE_PROGRAMS = ("containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy", "kube-router", "coredns",
-                 "pause")
+NODE_PROGRAMS = ("containerd", "kubelet", "kube-proxy", "kube-router", "coredns")
+"""The node's daemons: only a real node (one per machine) runs them, so they count by name. Its other programs
+(containerd-shim-runc-v2, runc, pause) are what any container runs too, such as an image test's: they count when
+in a pod's cgroup or when their command line names the state directory (a shim's -address does)."""
+
+
+def is_node_process(name: str, cgroup: str, cmdline: str, markers: Iterable[str] = ()) -> bool:
+    return name in NODE_PROGRAMS or "/kubepods" in cgroup or any(m and m in cmdline for m in markers)
 
 
 def node_processes(markers: Iterable[str] = ()) -> list[str]:
-    """Processes a real node runs: its programs by name, anything inside a pod's cgroup, or whose command line
-    names one of `markers` (the state directory). Returned as `name pid` strings."""
+    """Processes a real node runs (`is_node_process`), as `name pid` strings."""
     found = []
     marks = [m for m in markers if m]
     for entry in Path("/proc").iterdir():
@@ -183,7 +188,7 @@ def node_processes(markers: Iterable[str] = ()) -> list[str]:
         if not cmdline or stat.rsplit(")", 1)[-1].split()[0] == "Z":
             continue
         name = Path(cmdline.split(" ", 1)[0]).name
-        if name in NODE_PROGRAMS or "/kubepods" in cgroup or any(m in cmdline for m in marks):
+        if is_node_process(name, cgroup, cmdline, marks):
             found.append(f"{name} {entry.name}")
     return sorted(found)
 
@@ -272,14 +277,41 @@ def sysctl_changes(before: Mapping[str, str], after: Mapping[str, str]) -> dict[
             if before[k] != after[k] and not VOLATILE_SYSCTLS.match(k)}
 
 
-def diff(before: Snapshot, after: Snapshot, ignore_processes: Iterable[str] = ()) -> list[Difference]:
-    """What differs between two snapshots, part by part (an empty list: the host is as it was)."""
+NODE_MOUNT_ROOTS = ("/run/containerd", "/run/netns", "/var/run/netns", "/var/lib/kubelet", "/var/lib/containerd",
+                    "/var/lib/cni", "/run/kubelet", "/sys/fs/cgroup", "/sys/fs/bpf")
+"""Where containerd, kubelet and the CNI plugins mount outside the state directory (their defaults, or seen here)."""
+NODE_MOUNT_TYPES = frozenset({"overlay", "nsfs", "shm", "tmpfs", "cgroup", "cgroup2", "bpf"})
+"""What a container runtime or kubelet mounts: a pod's root filesystem, network namespace, /dev/shm, projected
+volumes, cgroups."""
+
+
+def node_mounts(mounts: Iterable[str], roots: Iterable[str] = ()) -> list[str]:
+    """The mounts (`point fstype`) a node could have made or removed: under its directories (`roots`: the state
+    directory; NODE_MOUNT_ROOTS), or of a type a runtime makes. Another user's mounts elsewhere (an image build
+    mounting /proc into a rootfs it bootstraps) are not compared: they come and go on a shared machine."""
+    prefixes = tuple(r.rstrip("/") + "/" for r in (*roots, *NODE_MOUNT_ROOTS) if r)
+    out = []
+    for mount in mounts:
+        point, _, fstype = mount.rpartition(" ")
+        if fstype in NODE_MOUNT_TYPES or (point + "/").startswith(prefixes):
+            out.append(mount)
+    return out
+
+
+def diff(before: Snapshot, after: Snapshot, ignore_processes: Iterable[str] = (),
+         roots: Iterable[str] = ()) -> list[Difference]:
+    """What differs between two snapshots, part by part (an empty list: the host is as it was). `roots`: the
+    node's state directory (its mounts are compared whatever their type)."""
     out: list[Difference] = []
     for fam in sorted(set(before.iptables) | set(after.iptables)):
         d = _set_diff(f"{fam} rules", before.iptables.get(fam, []), after.iptables.get(fam, []))
         if d:
             out.append(d)
-    for part in ("nft_tables", "ipsets", "links", "routes", "netns", "mounts", "directories"):
+    roots = list(roots)
+    mounts = _set_diff("mounts", node_mounts(before.mounts, roots), node_mounts(after.mounts, roots))
+    if mounts:
+        out.append(mounts)
+    for part in ("nft_tables", "ipsets", "links", "routes", "netns", "directories"):
         d = _set_diff(part, getattr(before, part), getattr(after, part))
         if d:
             out.append(d)

@@ -111,6 +111,35 @@ def test_cgroups_compared_are_those_a_node_makes_not_another_owners_children() -
     assert d.removed == (f"{cg}/runner", f"{cg}/runner/job1")
 
 
+def test_mounts_compared_are_those_a_node_makes_not_another_users_elsewhere() -> None:
+    state = "/work/x/.dev"
+    before = hoststate.Snapshot(mounts=["/ ext4", "/proc proc", "/var/tmp/build/rootfs/proc proc"])
+    # Someone's image build unmounted its rootfs /proc, another mounted one: not the node's.
+    after = hoststate.Snapshot(mounts=["/ ext4", "/proc proc", "/var/tmp/other/rootfs/proc proc"])
+    assert hoststate.diff(before, after, roots=[state]) == []
+    # Left behind by a node: anything under its state directory or its host directories, or a runtime's type.
+    for left in (f"{state}/node/kubelet/root/pods/x/volumes/y ext4", "/run/netns tmpfs", "/srv/c/rootfs overlay",
+                 "/run/user/9/ns nsfs", "/var/lib/kubelet/pods/x/volumes/z ext4"):
+        after = hoststate.Snapshot(mounts=[*before.mounts, left])
+        (d,) = hoststate.diff(before, after, roots=[state])
+        assert d.part == "mounts" and d.added == (left,), left
+    # A node's own mount removed is a difference too.
+    (d,) = hoststate.diff(hoststate.Snapshot(mounts=["/run/netns tmpfs"]), hoststate.Snapshot(), roots=[state])
+    assert d.removed == ("/run/netns tmpfs",)
+
+
+def test_node_processes_are_its_daemons_its_pods_and_what_names_its_state_dir() -> None:
+    state = "/work/x/.dev/"
+    assert hoststate.is_node_process("kubelet", "4:pids:/\n", "/c/bin/kubelet --config=/x")
+    assert hoststate.is_node_process("pause", "4:pids:/kubepods/besteffort/pod1/abc\n", "/pause")
+    assert hoststate.is_node_process("containerd-shim-runc-v2", "4:pids:/\n",
+                                     f"/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id a -address "
+                                     f"{state}node/containerd/containerd.sock", [state])
+    # Someone else's container (an image test's pause under runc): not the node's.
+    assert not hoststate.is_node_process("pause", "4:pids:/tiered-img-b8179db52e-pause\n", "/pause", [state])
+    assert not hoststate.is_node_process("runc", "4:pids:/\n", "runc --root /tmp/r run x", [state])
+
+
 def test_down_deletes_the_bridges_ports_and_orphaned_pod_veths_before_the_bridge() -> None:
     before = ["eth0", "lo", "cni-podman0", "veth00000001"]
     masters = {"eth0": None, "lo": None, "cni-podman0": None, "veth00000001": "cni-podman0",
