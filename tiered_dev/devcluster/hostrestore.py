@@ -178,7 +178,10 @@ def restore_host(state_dir: Path, progress: Progress = print) -> list[hoststate.
     for path in KNOWN_HOST_PATHS:
         if path not in existed and os.path.lexists(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
-    left = hoststate.diff(before, hoststate.take(markers=[str(paths.root) + "/"]), roots=[str(state_dir)])
+    # Processes naming the node's files (its programs' configs, kubeconfigs); not the state directory itself, which
+    # the command running `down` may name.
+    markers = [str(paths.root) + "/", str(paths.state / "kubeconfigs") + "/"]
+    left = hoststate.diff(before, hoststate.take(markers=markers), roots=[str(state_dir)])
     if not left:
         paths.snapshot.unlink()
     return left

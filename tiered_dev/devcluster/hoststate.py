@@ -162,14 +162,11 @@ def _mounts() -> list[str]:
     return sorted(points)
 
 
-NODE_PROGRAMS = ("containerd", "kubelet", "kube-proxy", "kube-router", "coredns")
-"""The node's daemons: only a real node (one per machine) runs them, so they count by name. Its other programs
-(containerd-shim-runc-v2, runc, pause) are what any container runs too, such as an image test's: they count when
-in a pod's cgroup or when their command line names the state directory (a shim's -address does)."""
-
-
-def is_node_process(name: str, cgroup: str, cmdline: str, markers: Iterable[str] = ()) -> bool:
-    return name in NODE_PROGRAMS or "/kubepods" in cgroup or any(m and m in cmdline for m in markers)
+def is_node_process(cgroup: str, cmdline: str, markers: Iterable[str] = ()) -> bool:
+    """A real node's process: in a pod's cgroup, or its command line names the state directory (every program the
+    node starts does: containerd, kubelet, kube-proxy and kube-router by their config paths, a shim by its
+    -address). Not by name: an image test on the same machine runs a containerd, runc and pause of its own."""
+    return "/kubepods" in cgroup or any(m and m in cmdline for m in markers)
 
 
 def node_processes(markers: Iterable[str] = ()) -> list[str]:
@@ -188,7 +185,7 @@ def node_processes(markers: Iterable[str] = ()) -> list[str]:
         if not cmdline or stat.rsplit(")", 1)[-1].split()[0] == "Z":
             continue
         name = Path(cmdline.split(" ", 1)[0]).name
-        if is_node_process(name, cgroup, cmdline, marks):
+        if is_node_process(cgroup, cmdline, marks):
             found.append(f"{name} {entry.name}")
     return sorted(found)
 
@@ -248,25 +245,15 @@ def _set_diff(part: str, before: Iterable[str], after: Iterable[str]) -> Differe
     return Difference(part, tuple(sorted(a - b)), tuple(sorted(b - a)))
 
 
-def _cgroup_top(path: str) -> str:
-    """The top-level group of a cgroup path: `/sys/fs/cgroup/memory/a/b` -> `/sys/fs/cgroup/memory/a`."""
-    return "/".join(path.split("/")[:6])
-
-
 def node_cgroups(before: Iterable[str], after: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The cgroups a node could have made or removed, from both snapshots.
-
-    A node makes its groups in hierarchies of its own (kubelet's `/kubepods`, containerd's `/k8s.io`): a new
-    top-level group, or anything named kubepods, counts. Children that come and go under a top-level group that
-    exists on both sides belong to whoever owns that group (here the machine's job runner keeps one memory group
-    per running command under `/process_api`), so they are not compared."""
-    b, a = set(before), set(after)
-    stable = {p for p in b & a if _cgroup_top(p) == p}
+    """The cgroups a node could have made or removed, from both snapshots: kubelet's `kubepods` hierarchy (the
+    cgroupfs driver puts every pod and container there) and containerd's `k8s.io` parent. Other groups come and go
+    on a shared machine (the job runner's per-command groups, an image test's containers under runc)."""
 
     def counts(path: str) -> bool:
-        return _cgroup_top(path) not in stable or "kubepods" in path
+        return "/kubepods" in path or "/k8s.io" in path
 
-    return sorted(p for p in b if counts(p)), sorted(p for p in a if counts(p))
+    return sorted(p for p in before if counts(p)), sorted(p for p in after if counts(p))
 
 
 def sysctl_changes(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -224,9 +224,10 @@ def _stop(pids: Iterable[int], grace: float = 15.0) -> None:
         if procs.alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+    # SIGKILL is not instant on a loaded machine: wait, so that what follows (the host comparison) sees it gone.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(procs.alive(p) for p in pids):
+        time.sleep(0.1)
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:

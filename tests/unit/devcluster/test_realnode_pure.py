@@ -95,20 +95,19 @@ def test_snapshot_diff_names_each_leftover_and_ignores_volatile_sysctls() -> Non
     assert hoststate.sysctl_changes({"fs.file-nr": "1"}, {"fs.file-nr": "2"}) == {}
 
 
-def test_cgroups_compared_are_those_a_node_makes_not_another_owners_children() -> None:
+def test_cgroups_compared_are_those_a_node_makes_not_other_owners() -> None:
     cg = "/sys/fs/cgroup/memory"
     before = hoststate.Snapshot(cgroups=[cg, f"{cg}/runner", f"{cg}/runner/job1"])
-    # Another owner's children come and go under a top-level group that stays: not the node's.
-    after = hoststate.Snapshot(cgroups=[cg, f"{cg}/runner", f"{cg}/runner/job2"])
+    # Other owners' groups come and go (the job runner's per-command groups, an image test's runc containers).
+    after = hoststate.Snapshot(cgroups=[cg, f"{cg}/runner", f"{cg}/runner/job2", f"{cg}/tiered-img-1-pause"])
     assert hoststate.diff(before, after) == []
-    # A new top-level group and everything under it, or anything named kubepods, is.
-    for left in ([f"{cg}/k8s.io", f"{cg}/k8s.io/abc"], [f"{cg}/runner/kubepods"]):
+    # kubelet's kubepods hierarchy (or containerd's k8s.io) left behind counts.
+    for left in ([f"{cg}/kubepods", f"{cg}/kubepods/besteffort"], [f"{cg}/k8s.io", f"{cg}/k8s.io/abc"]):
         after = hoststate.Snapshot(cgroups=[*before.cgroups, *left])
         (d,) = hoststate.diff(before, after)
         assert d.part == "cgroups" and d.added == tuple(sorted(left))
-    # A top-level group that went away counts too.
-    (d,) = hoststate.diff(before, hoststate.Snapshot(cgroups=[cg]))
-    assert d.removed == (f"{cg}/runner", f"{cg}/runner/job1")
+    (d,) = hoststate.diff(hoststate.Snapshot(cgroups=[f"{cg}/kubepods"]), hoststate.Snapshot(cgroups=[cg]))
+    assert d.removed == (f"{cg}/kubepods",)
 
 
 def test_mounts_compared_are_those_a_node_makes_not_another_users_elsewhere() -> None:
@@ -128,16 +127,16 @@ def test_mounts_compared_are_those_a_node_makes_not_another_users_elsewhere() ->
     assert d.removed == ("/run/netns tmpfs",)
 
 
-def test_node_processes_are_its_daemons_its_pods_and_what_names_its_state_dir() -> None:
+def test_node_processes_are_its_pods_and_what_names_its_state_dir() -> None:
     state = "/work/x/.dev/"
-    assert hoststate.is_node_process("kubelet", "4:pids:/\n", "/c/bin/kubelet --config=/x")
-    assert hoststate.is_node_process("pause", "4:pids:/kubepods/besteffort/pod1/abc\n", "/pause")
-    assert hoststate.is_node_process("containerd-shim-runc-v2", "4:pids:/\n",
-                                     f"/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id a -address "
-                                     f"{state}node/containerd/containerd.sock", [state])
-    # Someone else's container (an image test's pause under runc): not the node's.
-    assert not hoststate.is_node_process("pause", "4:pids:/tiered-img-b8179db52e-pause\n", "/pause", [state])
-    assert not hoststate.is_node_process("runc", "4:pids:/\n", "runc --root /tmp/r run x", [state])
+    assert hoststate.is_node_process("4:pids:/\n", f"/c/bin/kubelet --config={state}node/kubelet/config.yaml", [state])
+    assert hoststate.is_node_process("4:pids:/kubepods/besteffort/pod1/abc\n", "/pause")
+    assert hoststate.is_node_process("4:pids:/\n", f"/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id a "
+                                     f"-address {state}node/containerd/containerd.sock", [state])
+    # Someone else's containerd, pause or runc (an image test's): not the node's.
+    assert not hoststate.is_node_process("4:pids:/\n", "containerd --config /tmp/img/config.toml", [state])
+    assert not hoststate.is_node_process("4:pids:/tiered-img-b8179db52e-pause\n", "/pause", [state])
+    assert not hoststate.is_node_process("4:pids:/\n", "runc --root /tmp/r run x", [state])
 
 
 def test_down_deletes_the_bridges_ports_and_orphaned_pod_veths_before_the_bridge() -> None:
