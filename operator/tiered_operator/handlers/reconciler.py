@@ -432,10 +432,16 @@ class Reconciler:
         )
 
     def _outstanding(self, idx: Indexes, written: Written) -> bool:
-        """Whether a child just written is not shown by the indexes yet (its watch event will reconcile again)."""
+        """Whether a child just written is not shown by the indexes yet (its watch event will reconcile again).
+
+        A CiliumNetworkPolicy never holds the status back: kopf watches that kind only once its discovery lists
+        it, and kopf rediscovers only on CRD events, which can all arrive before the API server's discovery serves
+        the new group (seen here: the CRD Established, the policy created, and kopf still reporting the kind
+        unresolved). Its event may then never come; the level-triggered resync repairs such policies instead."""
         return any(
             self.pending.outstanding(key, idx.child(key[0], owner[0], owner[1], owner[2], key[2]))
             for key, owner in written.items()
+            if key[0] != CILIUM_KIND
         )
 
     # -- the namespace's network -----------------------------------------------------------------------------
