@@ -237,6 +237,17 @@ def _pod_rows(table: str) -> list[dict[str, str]]:
     return [{n: line[a:b].strip() for n, (a, b) in zip(names, bounds, strict=True)} for line in lines[1:]]
 
 
+def _assert_real_text(answer: str) -> None:
+    """The local tier's answer reads as English: mostly letters and spaces, common words, none of the special
+    tokens and replacement characters a random-weight model produces (`<pad43>`, U+FFFD)."""
+    assert answer.strip(), "empty answer"
+    assert "<pad" not in answer and "\ufffd" not in answer, answer
+    letters = sum(c.isascii() and (c.isalpha() or c.isspace()) for c in answer)
+    assert letters >= 0.8 * len(answer), answer
+    words = {w.strip(".,!?'\"").lower() for w in answer.split()}
+    assert words & {"the", "a", "an", "to", "is", "you", "i", "i'm", "it", "of", "and", "that", "can", "your"}, answer
+
+
 @pytest.mark.integration
 def test_make_demo_runs_the_operator_and_the_local_tier_as_real_pods(real_node: Any) -> None:
     out = real_node.demo_output
@@ -253,5 +264,6 @@ def test_make_demo_runs_the_operator_and_the_local_tier_as_real_pods(real_node: 
     for row in local:  # the SLM server and the router sidecar in one pod
         assert (row["READY"], row["STATUS"], row["NODE"]) == ("2/2", "Running", "real-node-0"), table
     assert "Try it" in out and "curl -s http://10.0.0." in out and "port-forward" in out
+    _assert_real_text(summary["sample_answers"]["slm-edge"]["answer"])
     real_node.figures["make_demo_seconds"] = round(real_node.demo_seconds, 1)
     print(f"\n`make demo` on the real node took {real_node.demo_seconds:.0f}s")
