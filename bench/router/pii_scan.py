@@ -82,7 +82,8 @@ def load_package(rev: str) -> ModuleType:
     ).stdout
     root = Path(tempfile.mkdtemp())
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        tar.extractall(root, filter="data")
+        # Extraction filters came with Python 3.11.4 (Debian 12's python3 is 3.11.2); the archive is our own.
+        tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     package = root / name
     (root / "router_image" / "tiered_router" / "pii").rename(package)
     for path in package.glob("*.py"):

@@ -250,7 +250,8 @@ def unpack(archive: Path, dest: Path) -> tuple[Path, ImageConfig]:
     layout = dest / "layout"
     layout.mkdir(parents=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(layout, filter="data")
+        # Extraction filters came with Python 3.11.4 (Debian 12's python3 is 3.11.2); the archive is our own.
+        tar.extractall(layout, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     index = json.loads((layout / "index.json").read_text())
     ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
     bundle = dest / "bundle"
