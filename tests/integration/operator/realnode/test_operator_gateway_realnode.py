@@ -22,12 +22,26 @@ pytestmark = pytest.mark.integration
 ROUTER_IMAGE = "ghcr.io/tiered-dev/tiered-router:0.1.0"
 
 CLIENT = """
-import json, urllib.request
+import json, time, urllib.error, urllib.request
 url = "{url}"
 body = json.dumps({{"model": "auto", "max_tokens": 8, "messages": [{{"role": "user", "content": "hello there"}}]}})
 req = urllib.request.Request(url + "/v1/chat/completions", data=body.encode(),
                              headers={{"content-type": "application/json"}})
-with urllib.request.urlopen(req, timeout=120) as rsp:
+# Ready pods are not yet a programmed Service: the name may not resolve and kube-proxy's rules may lag a few
+# seconds under load, so connection-level failures are retried for a bounded time (an HTTP error is not).
+deadline = time.monotonic() + 60
+while True:
+    try:
+        rsp = urllib.request.urlopen(req, timeout=120)
+        break
+    except urllib.error.HTTPError:
+        raise
+    except OSError as exc:
+        if time.monotonic() > deadline:
+            raise
+        print("retrying after", repr(exc), flush=True)
+        time.sleep(1)
+with rsp:
     out = {{"status": rsp.status, "tier": rsp.headers.get("x-tiered-tier"), "body": json.loads(rsp.read())}}
 out["metrics"] = []
 for pod_url in {metrics}:
@@ -65,6 +79,7 @@ def _client_pod(kube: Kube, url: str, metrics: list[str]) -> dict[str, Any]:
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                  "containers": [{"name": "client", "image": ROUTER_IMAGE, "imagePullPolicy": "IfNotPresent",
+                                 "terminationMessagePolicy": "FallbackToLogsOnError",  # a traceback shows below
                                  "command": ["python", "-c", CLIENT.format(url=url, metrics=metrics)]}]},
     })  # fmt: skip
 
@@ -77,7 +92,7 @@ def _client_pod(kube: Kube, url: str, metrics: list[str]) -> dict[str, Any]:
         return None
 
     terminated = wait_for(finished, 240, f"client pod {name} to finish", interval=1)
-    assert terminated["exitCode"] == 0, terminated
+    assert terminated["exitCode"] == 0, f"client exited {terminated['exitCode']}:\n{terminated.get('message')}"
     return dict(json.loads(terminated["message"]))
 
 
